@@ -1,0 +1,1 @@
+"""Scene loading (COLMAP, LLFF, NeRF-synthetic), cameras and the Gaussian model."""

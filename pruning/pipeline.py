@@ -1,0 +1,361 @@
+"""prune.py's work on model folders: load, prune, measure, write a new Inria folder and a report.
+
+Output layout (a NEW folder, default ``<MODEL>_pruned``; the input is only read)::
+
+    <out>/cfg_args                                 the input's, model_path (and -s) updated
+    <out>/cameras.json                             copied
+    <out>/input.ply                                copied when present
+    <out>/point_cloud/iteration_N/point_cloud.ply  the pruned Gaussians
+    <out>/prune_report.json                        counts, sizes, verification, held-out quality, stage times
+    <out>/sweep.json, sweep.png                    with --sweep: % removed vs held-out PSNR per threshold
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from arguments import ConfigError, ModelParams, read_cfg_args, write_cfg_args
+from gaussian_renderer import resolve_backend
+from pruning.prune import BOUND, DEFAULT_SWEEP, PruneResult, RenderOptions, prune_gaussians, removal_mask
+from pruning.quality import Quality, evaluate
+from scene.cameras import Camera, ImageCache
+from scene.dataset_readers import read_scene
+from scene.gaussian_model import GaussianModel
+from scene.model_folder import (find_iteration, load_model, ply_path, read_cameras_json, save_model,
+                                write_cameras_json)
+from utils.errors import UserError
+from utils.io import atomic_path, atomic_write_text
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class PruneConfig:
+    """Everything prune.py takes (flag names in brackets)."""
+
+    model_path: str                           # [-m] trained model folder (Inria layout)
+    out: str = ""                             # [--out] new folder; "" = <model_path>_pruned
+    threshold: Optional[float] = None         # [--threshold] None: lossless mode; T: contribution < T*max
+    sweep: bool = False                       # [--sweep] also write sweep.json / sweep.png
+    sweep_thresholds: tuple[float, ...] = DEFAULT_SWEEP  # [--sweep_thresholds]
+    iteration: int = -1                       # [--iteration] -1: newest
+    source_path: str = ""                     # [-s] overrides cfg_args' source_path
+    backend: str = "auto"                     # [--backend]
+    num_threads: int = 0                      # [--threads] CPU rasterizer threads, 0: all
+    force: bool = False                       # [--force] allow a non-empty --out
+    device: str = "cpu"                       # [--device]
+    progress: bool = True                     # tqdm bars (terminal only)
+
+
+@dataclass
+class Views:
+    """Cameras used for the contribution / verification (train) and for quality (heldout)."""
+
+    train: list[Camera]
+    heldout: list[Camera]
+    heldout_split: str        # "test" | "train" | "train+test (cameras.json)"
+    reference: str            # "ground truth" | "unpruned render"
+    note: str = ""            # why the held-out split / reference is what it is
+    all_cameras: list[Camera] = field(default_factory=list)
+
+
+def default_out(model_path: Path) -> Path:
+    return model_path.parent / f"{model_path.name}_pruned"
+
+
+def check_out_dir(model_path: Path, out: Path, force: bool) -> None:
+    """Refuse to write into the input model, a folder containing it, or (without --force) a non-empty folder."""
+    m, o = model_path.resolve(), out.resolve()
+    if o == m or m in o.parents or o in m.parents:
+        raise UserError(f"{out}: output folder overlaps the input model {model_path}; pass --out a new folder")
+    if o.exists() and not o.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; pass --out a new folder")
+    if o.is_dir() and any(o.iterdir()) and not force:
+        raise UserError(f"{out}: folder exists and is not empty; pass another --out or add --force to overwrite")
+
+
+def load_views(model_path: Path, params: ModelParams, source_override: str = "") -> Views:
+    """Training / held-out cameras, as the model was trained (cfg_args' resolution, --eval split, background).
+
+    Without the source images (cfg_args' source_path gone and no -s), every camera of cameras.json counts as
+    a training view (conservative: more views can only keep more Gaussians) and quality is measured against
+    the unpruned model's renders.
+    """
+    source = source_override or params.source_path
+    if source_override or (source and Path(source).is_dir()):
+        info = read_scene(source, params.images, params.resolution, params.eval, params.white_background)
+        if not info.train_cameras:
+            raise UserError(f"{source}: no training views; check -s and cfg_args")
+        everyone = info.train_cameras + info.test_cameras
+        if params.eval and info.test_cameras:
+            return Views(info.train_cameras, info.test_cameras, "test", "ground truth", all_cameras=everyone)
+        note = ("model trained without --eval: no held-out split exists, so quality is measured on the "
+                "training views")
+        return Views(info.train_cameras, info.train_cameras, "train", "ground truth", note, everyone)
+    cams = read_cameras_json(model_path / "cameras.json")
+    if not cams:
+        raise UserError(f"{model_path / 'cameras.json'}: no cameras; re-create the model folder with train.py")
+    where = f"source folder {source!r} not found" if source else "cfg_args names no source folder"
+    warnings.warn(f"{model_path}: {where}; pass -s SOURCE for held-out PSNR/SSIM against the photos. Using all "
+                  f"{len(cams)} cameras of cameras.json as training views and the unpruned renders as reference",
+                  stacklevel=2)
+    note = f"{where}: all cameras.json views used; quality is relative to the unpruned model's renders"
+    return Views(cams, cams, "train+test (cameras.json)", "unpruned render", note, cams)
+
+
+def _finite(x: float) -> Optional[float]:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf -> null, tuples -> lists."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float):
+        return _finite(obj)
+    return obj
+
+
+def _quality_dict(q: Quality) -> dict[str, Any]:
+    return {"psnr": q.psnr, "ssim": q.ssim, "num_views": q.num_views}
+
+
+def run_sweep(gaussians: GaussianModel, contribution: torch.Tensor, views: Views, opts: RenderOptions,
+              thresholds: Sequence[float], cache: Optional[ImageCache]) -> list[dict[str, Any]]:
+    """% removed and held-out quality per threshold (no verification, no models written)."""
+    reference = gaussians if views.reference == "unpruned render" else None
+    rows = []
+    for t in thresholds:
+        remove = removal_mask(contribution, float(t))
+        n_removed = int(remove.sum())
+        q = evaluate(gaussians.subset(~remove), views.heldout, opts, reference, cache, desc=f"sweep {t:g}")
+        rows.append({"threshold": float(t), "removed": n_removed,
+                     "percent_removed": 100.0 * n_removed / max(1, len(gaussians)),
+                     "kept": len(gaussians) - n_removed, "psnr": q.psnr, "ssim": q.ssim})
+    return rows
+
+
+def plot_sweep(rows: Sequence[dict[str, Any]], path: Path, baseline_psnr: float, ylabel: str) -> None:
+    """PNG of held-out PSNR vs % removed, a legend entry per threshold (matplotlib Agg, no pyplot state)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UserError("--sweep plot needs matplotlib; install it with `pip install 'matplotlib>=3.7,<4'`") from None
+    fig = Figure(figsize=(6.0, 4.0), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = [r["percent_removed"] for r in rows]
+    ys = [r["psnr"] for r in rows]
+    ax.plot(xs, ys, "-", color="0.6", zorder=1)
+    colors = [f"C{i % 10}" for i in range(len(rows))]
+    for x, y, r, c in zip(xs, ys, rows, colors):  # a legend entry per threshold: points may coincide
+        ax.scatter([x], [y], color=c, zorder=2, s=28,
+                   label=f"T={r['threshold']:g}: {r['percent_removed']:.2f} %, {r['psnr']:.2f} dB")
+    if math.isfinite(baseline_psnr):
+        ax.axhline(baseline_psnr, color="gray", linestyle="--", linewidth=1, label=f"unpruned: {baseline_psnr:.2f} dB")
+    ax.legend(loc="best", fontsize=7)
+    ax.set_xlabel("Gaussians removed (%)")
+    ax.set_ylabel(ylabel)
+    ax.set_title("pruning sweep: remove contribution < T x max contribution", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def _write_cfg_args(src_model: Path, out: Path, params: ModelParams, source_override: str) -> None:
+    """Copy cfg_args keeping every key (other forks add some), with model_path (and -s) updated."""
+    cfg_file = src_model / "cfg_args"
+    if cfg_file.is_file():
+        try:
+            cfg = read_cfg_args(cfg_file)
+        except ConfigError as e:
+            raise UserError(str(e)) from None
+        cfg["model_path"] = str(out)
+        if source_override:
+            cfg["source_path"] = source_override
+        atomic_write_text(out / "cfg_args", str(argparse.Namespace(**cfg)))
+    else:
+        p = ModelParams(**{**asdict(params), "model_path": str(out)})
+        if source_override:
+            p.source_path = source_override
+        write_cfg_args(out / "cfg_args", p)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def write_output(src_model: Path, out: Path, iteration: int, pruned: GaussianModel, params: ModelParams,
+                 views: Views, source_override: str) -> Path:
+    """Write the new model folder (every file atomically); returns the PLY path."""
+    out.mkdir(parents=True, exist_ok=True)
+    pc = out / "point_cloud"
+    stale = [d for d in pc.glob("iteration_*") if d.name != f"iteration_{iteration}"] if pc.is_dir() else []
+    if stale:  # a newer stale iteration would be loaded instead of ours
+        for d in stale:
+            shutil.rmtree(d)
+        warnings.warn(f"{pc}: removed {len(stale)} old iteration folder(s) (--force) so the pruned one is loaded",
+                      stacklevel=2)
+    _write_cfg_args(src_model, out, params, source_override)
+    if (src_model / "cameras.json").is_file():
+        _copy(src_model / "cameras.json", out / "cameras.json")
+    else:
+        write_cameras_json(out / "cameras.json", views.all_cameras)
+    if (src_model / "input.ply").is_file():
+        _copy(src_model / "input.ply", out / "input.ply")
+    return save_model(out, iteration, pruned)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.2f} MB"
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """The printed summary table."""
+    g, v, q = rep["gaussians"], rep["verification"], rep["heldout"]
+    size = rep["ply_bytes"]
+
+    def f(x: Optional[float], spec: str) -> str:
+        return "n/a" if x is None else format(x, spec)
+
+    lines = [f"pruned {rep['model_path']} (iteration {rep['iteration']}) -> {rep['out']}",
+             f"mode: {rep['mode']}",
+             f"{'':34}{'before':>14}{'after':>14}",
+             f"{'Gaussians':34}{g['before']:>14,}{g['after']:>14,}   (-{g['removed']:,}, {g['percent_removed']:.2f} %)",
+             f"{'PLY size':34}{_mb(size['before']):>14}{_mb(size['after']):>14}"]
+    lines.append(f"{'held-out PSNR (dB)':34}{f(q['psnr_before'], '.3f'):>14}{f(q['psnr_after'], '.3f'):>14}")
+    lines.append(f"{'held-out SSIM':34}{f(q['ssim_before'], '.4f'):>14}{f(q['ssim_after'], '.4f'):>14}")
+    lines.append(f"  held-out views: {q['split']}, {q['num_views']} views, vs {q['reference']}")
+    if q.get("note"):
+        lines.append(f"  note: {q['note']}")
+    if rep["mode"] == "lossless":
+        lines.append(f"training renders: max |diff| {v['max_abs_diff']:.6f} < 1/510 = {BOUND:.6f} over "
+                     f"{v['num_views']} views: {'PASSED' if v['passed'] else 'FAILED'}"
+                     + (f" ({rep['restored_stoppers']} stopper(s) kept)" if rep["restored_stoppers"] else ""))
+    else:
+        lines.append(f"training renders vs unpruned: max |diff| {v['max_abs_diff']:.6f}, PSNR min "
+                     f"{f(v['min_psnr'], '.2f')} / mean {f(v['mean_psnr'], '.2f')} dB over {v['num_views']} views")
+    lines.append("times: " + " | ".join(f"{k} {t:.2f} s" for k, t in rep["times"].items()))
+    return "\n".join(lines)
+
+
+def format_sweep(rows: Sequence[dict[str, Any]], reference: str) -> str:
+    head = f"{'threshold':>10}{'removed':>10}{'%':>8}{'PSNR':>9}{'SSIM':>8}   (held-out, vs {reference})"
+    body = [f"{r['threshold']:>10g}{r['removed']:>10,}{r['percent_removed']:>8.2f}{r['psnr']:>9.3f}{r['ssim']:>8.4f}"
+            for r in rows]
+    return "\n".join([head] + body)
+
+
+def run_prune(cfg: PruneConfig, log: Log = lambda s: None) -> dict[str, Any]:
+    """Load, prune, verify, measure and write; returns the report written to prune_report.json.
+
+    Raises UserError for bad inputs (before any heavy work) and pruning.prune.VerificationError when the
+    lossless guarantee cannot be shown (nothing is written then).
+    """
+    t_all = time.perf_counter()
+    model_path = Path(cfg.model_path)
+    out = Path(cfg.out) if cfg.out else default_out(model_path)
+    if cfg.threshold is not None and not 0.0 <= cfg.threshold <= 1.0:
+        raise UserError(f"--threshold {cfg.threshold}: must lie in [0, 1] (fraction of the largest contribution)")
+    if cfg.sweep and (not cfg.sweep_thresholds or any(not 0.0 <= t <= 1.0 for t in cfg.sweep_thresholds)):
+        raise UserError("--sweep_thresholds: give one or more values in [0, 1], e.g. 0,1e-4,1e-2")
+    if cfg.sweep and importlib.util.find_spec("matplotlib") is None:
+        raise UserError("--sweep plots with matplotlib; install it with `pip install 'matplotlib>=3.7,<4'`")
+    device = torch.device(cfg.device)
+    times: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    iteration = find_iteration(model_path, cfg.iteration)  # cheap checks first: bad -m / --out fail fast
+    check_out_dir(model_path, out, cfg.force)
+    params, gaussians, iteration = load_model(model_path, iteration, device)
+    views = load_views(model_path, params, cfg.source_path)
+    background = torch.ones(3) if params.white_background else torch.zeros(3)
+    opts = RenderOptions(background.to(device), cfg.backend, cfg.num_threads, cfg.progress, device)
+    backend = resolve_backend(cfg.backend, device)
+    times["load"] = time.perf_counter() - t0
+    log(f"{model_path}: {len(gaussians):,} Gaussians (iteration {iteration}), {len(views.train)} training views, "
+        f"backend {backend}")
+
+    pruned, res = prune_gaussians(gaussians, views.train, opts, cfg.threshold, log=log)
+    times.update(res.times)
+
+    t0 = time.perf_counter()
+    cache = ImageCache(params.image_cache_mb * 2**20) if views.reference == "ground truth" else None
+    reference = gaussians if views.reference == "unpruned render" else None
+    # against the unpruned renders the "before" column is the reference itself: not measured
+    before = Quality(float("nan"), float("nan"), len(views.heldout)) if reference is not None else \
+        evaluate(gaussians, views.heldout, opts, None, cache, desc="quality (before)")
+    after = evaluate(pruned, views.heldout, opts, reference, cache, desc="quality (after)")
+    times["quality"] = time.perf_counter() - t0
+
+    sweep_rows: list[dict[str, Any]] = []
+    if cfg.sweep:
+        t0 = time.perf_counter()
+        sweep_rows = run_sweep(gaussians, res.contribution, views, opts, cfg.sweep_thresholds, cache)
+        times["sweep"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ply_out = write_output(model_path, out, iteration, pruned, params, views, cfg.source_path)
+    old_sweep = [f for f in (out / "sweep.json", out / "sweep.png") if f.is_file()] if not cfg.sweep else []
+    for f in old_sweep:  # from an earlier --force run: they would describe another model
+        f.unlink()
+    if old_sweep:
+        warnings.warn(f"{out}: removed {len(old_sweep)} stale sweep file(s) of an earlier run", stacklevel=2)
+    times["write"] = time.perf_counter() - t0
+    if cfg.sweep:
+        t0 = time.perf_counter()
+        ylabel = f"held-out PSNR (dB, {views.heldout_split} vs {views.reference})"
+        plot_sweep(sweep_rows, out / "sweep.png", before.psnr, ylabel)
+        atomic_write_text(out / "sweep.json", json.dumps(_clean({
+            "model_path": str(model_path), "iteration": iteration, "heldout_split": views.heldout_split,
+            "reference": views.reference, "unpruned": _quality_dict(before), "rows": sweep_rows}), indent=2))
+        times["sweep"] += time.perf_counter() - t0  # plot and table
+    times["total"] = time.perf_counter() - t_all
+
+    rep = build_report(cfg, model_path, out, iteration, backend, gaussians, res, views, before, after,
+                       ply_path(model_path, iteration).stat().st_size, ply_out.stat().st_size, times)
+    rep = _clean(rep)
+    atomic_write_text(out / "prune_report.json", json.dumps(rep, indent=2))
+    log(format_report(rep))
+    if cfg.sweep:
+        log(format_sweep(sweep_rows, views.reference))
+    return rep
+
+
+def build_report(cfg: PruneConfig, model_path: Path, out: Path, iteration: int, backend: str,
+                 gaussians: GaussianModel, res: PruneResult, views: Views, before: Quality, after: Quality,
+                 ply_before: int, ply_after: int, times: dict[str, float]) -> dict[str, Any]:
+    c = res.check
+    n = len(gaussians)
+    contrib = res.contribution
+    return {
+        "model_path": str(model_path), "out": str(out), "iteration": iteration,
+        "mode": "lossless" if cfg.threshold is None else f"threshold {cfg.threshold:g} x max contribution",
+        "threshold": cfg.threshold, "backend": backend, "num_threads": cfg.num_threads,
+        "gaussians": {"before": n, "after": n - res.num_removed, "removed": res.num_removed,
+                      "percent_removed": res.percent_removed,
+                      "zero_contribution": int((contrib <= 0).sum()),
+                      "max_contribution": float(contrib.max()) if n else 0.0},
+        "restored_stoppers": res.restored,
+        "ply_bytes": {"before": ply_before, "after": ply_after},
+        "verification": {"num_views": c.num_views, "bound": BOUND, "max_abs_diff": c.max_abs_diff,
+                         "worst_view": c.worst_view, "changed_pixels": c.changed_pixels,
+                         "min_psnr": c.min_psnr, "mean_psnr": c.mean_psnr, "passed": c.passed},
+        "heldout": {"split": views.heldout_split, "reference": views.reference, "num_views": before.num_views,
+                    "psnr_before": before.psnr, "psnr_after": after.psnr, "ssim_before": before.ssim,
+                    "ssim_after": after.ssim, "note": views.note},
+        "times": times,
+    }

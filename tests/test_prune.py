@@ -1,0 +1,344 @@
+"""prune.py: zero-contribution pruning is exactly the unseen Gaussians and provably invisible in training views.
+
+Scenes are built from tensors so every Gaussian's fate is known in advance: fully occluded behind an opaque
+wall, behind every camera, outside every frustum, transparent everywhere, and visible. The lossless bound is
+checked here by rendering independently of pruning/prune.py's own verification.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from arguments import ModelParams, read_cfg_args, write_cfg_args
+from gaussian_renderer import available_backends, render
+from pruning import (BOUND, RenderOptions, VerificationError, prune_gaussians, removal_mask,
+                     total_contribution)
+from pruning.pipeline import PruneConfig, run_prune
+from scene.cameras import Camera
+from scene.dataset_readers import read_scene
+from scene.gaussian_model import GaussianModel
+from scene.model_folder import load_model, save_model, write_cameras_json
+from segmentation.synthetic import make_demo_scene
+from utils.errors import UserError
+from utils.sh import rgb_to_sh
+
+REPO = Path(__file__).resolve().parents[1]
+BACKEND = "cpu" if "cpu" in available_backends() else "reference"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These scenes are tiny: one thread avoids OpenMP/torch pool contention on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_model(means, scales, opacities, colors, quats=None) -> GaussianModel:
+    """GaussianModel (SH degree 0) from activated values. means/scales/colors: [N, 3]; opacities: [N]."""
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+    n = len(means)
+    q = t(quats) if quats is not None else torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1)
+    return GaussianModel.from_tensors(t(means), rgb_to_sh(t(colors))[:, None, :], torch.zeros(n, 0, 3),
+                                      torch.log(t(scales)), q, torch.logit(t(opacities).double()).float()[:, None])
+
+
+def pinhole(x: float, y: float, z: float, size: int, uid: int) -> Camera:
+    """Identity-rotation camera at (x, y, z) looking along +z (OpenCV axes), 90-ish degree field of view."""
+    w2c = np.eye(4)
+    w2c[:3, 3] = [-x, -y, -z]
+    return Camera(uid=uid, image_name=f"v{uid}", width=size, height=size, fx=float(size), fy=float(size),
+                  cx=size / 2, cy=size / 2, world_to_camera=w2c)
+
+
+def max_render_diff(a: GaussianModel, b: GaussianModel, cameras, background=torch.zeros(3)) -> float:
+    """Independent check of the bound: max |render_a - render_b| over every pixel of every camera."""
+    worst = 0.0
+    with torch.no_grad():
+        for cam in cameras:
+            ra = render(cam, a, background, backend=BACKEND)["render"]
+            rb = render(cam, b, background, backend=BACKEND)["render"]
+            worst = max(worst, float((ra - rb).abs().max()))
+    return worst
+
+
+def prune_cfg(model_path: Path, **kw) -> PruneConfig:
+    return PruneConfig(str(model_path), backend=BACKEND, num_threads=1, progress=False, **kw)
+
+
+def opts() -> RenderOptions:
+    return RenderOptions(torch.zeros(3), backend=BACKEND, num_threads=1, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# (a)-(d) + visible
+# ---------------------------------------------------------------------------------------------------------
+def wall_scene():
+    """Four cameras at z=0 looking +z; returns (model, cameras, kind per Gaussian).
+
+    The wall: two full-frame flat layers (alpha 0.99 then 0.9: T = 0.001) and a central layer whose core
+    (alpha > 0.9) stops the compositing, while its tail still contributes. Hidden Gaussians sit behind that
+    core in every view; the wall layers themselves all contribute somewhere, so they must be kept.
+    """
+    rng = np.random.default_rng(3)
+    rows = []  # (mean, scale, opacity, colour, kind)
+    flat = [1000.0, 1000.0, 0.01]
+    rows.append(([0, 0, 4.0], flat, 0.9999, [0.5, 0.5, 0.5], "wall"))
+    rows.append(([0, 0, 4.2], flat, 0.9, [0.4, 0.4, 0.6], "wall"))
+    rows.append(([0, 0, 4.4], [1.1, 1.1, 0.01], 0.9999, [0.7, 0.3, 0.3], "wall"))
+    for _ in range(12):  # visible, in front of the wall
+        rows.append(([*rng.uniform(-0.6, 0.6, 2), rng.uniform(2.0, 3.0)], [rng.uniform(0.05, 0.1)] * 3,
+                     rng.uniform(0.4, 0.7), rng.uniform(0, 1, 3), "visible"))
+    for _ in range(5):   # (a) occluded: behind the wall's stopping core in every view
+        rows.append(([*rng.uniform(-0.08, 0.08, 2), 6.0], [0.02] * 3, 0.9, [1.0, 1.0, 1.0], "occluded"))
+    for _ in range(4):   # (b) behind every camera
+        rows.append(([*rng.uniform(-1, 1, 2), -2.0], [0.1] * 3, 0.9, [1.0, 0.0, 0.0], "behind"))
+    for x, y in ((8, 0), (-8, 0), (0, 8), (0, -8)):  # (c) outside every frustum (x/z = 4, far off-screen)
+        rows.append(([x, y, 2.0], [0.05] * 3, 0.9, [0.0, 1.0, 0.0], "outside"))
+    for _ in range(4):   # (d) transparent: opacity < 1/255, so alpha < 1/255 at every pixel
+        rows.append(([*rng.uniform(-0.5, 0.5, 2), 2.5], [0.1] * 3, 0.003, [0.0, 0.0, 1.0], "transparent"))
+    means, scales, ops, cols, kinds = map(list, zip(*rows))
+    corners = ((1, 1), (-1, 1), (1, -1), (-1, -1))
+    cams = [pinhole(sx * 0.15, sy * 0.15, 0.0, 48, i) for i, (sx, sy) in enumerate(corners)]
+    return make_model(means, scales, ops, cols), cams, np.array(kinds)
+
+
+def test_default_mode_removes_exactly_the_unseen_gaussians():
+    model, cams, kinds = wall_scene()
+    pruned, res = prune_gaussians(model, cams, opts())
+    expected_removed = np.isin(kinds, ["occluded", "behind", "outside", "transparent"])
+    removed = (~res.keep).numpy()
+    for kind in np.unique(kinds):
+        sel = kinds == kind
+        assert (removed[sel] == expected_removed[sel]).all(), f"{kind}: removed {removed[sel].tolist()}"
+    assert res.num_removed == 17 and len(pruned) == len(model) - 17
+    assert res.restored == 0
+    assert (res.contribution[torch.from_numpy(~expected_removed)] > 0).all()
+    # (a) is hidden by the wall, not by anything else: without the wall every occluded Gaussian contributes
+    no_wall = kinds != "wall"
+    alone = total_contribution(model.subset(torch.from_numpy(no_wall)), cams, opts())
+    assert (alone[torch.from_numpy(kinds[no_wall] == "occluded")] > 0).all()
+    # the guarantee, measured independently of the module's own verification
+    diff = max_render_diff(model, pruned, cams)
+    assert diff < BOUND
+    assert res.check.passed and res.check.max_abs_diff == pytest.approx(diff, abs=1e-7)
+    # the kept Gaussians are the right rows, unchanged
+    assert torch.equal(pruned.get_xyz, model.get_xyz[res.keep])
+
+
+def test_contributions_sum_to_the_rendered_alpha():
+    """Sum over Gaussians of sum(alpha*T) over pixels = sum over pixels of (1 - final T), per view."""
+    model, cams, _ = wall_scene()
+    total = total_contribution(model, cams, opts())
+    with torch.no_grad():
+        alpha = sum(float(render(c, model, torch.zeros(3), backend=BACKEND)["alpha"].double().sum()) for c in cams)
+    assert total.dtype == torch.float64
+    assert float(total.sum()) == pytest.approx(alpha, rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The early-termination case: a zero-contribution Gaussian whose removal is visible
+# ---------------------------------------------------------------------------------------------------------
+def stopper_scene():
+    """Camera A at z=0 sees layers alpha 0.99 (z=2) and 0.5 (z=2.5): T = 0.005. The blocker (z=3, alpha 0.99)
+    then fails T*(1 - alpha) >= 1e-4, so the loop stops before it: zero contribution everywhere. The white
+    Gaussian at z=5 is kept because camera B (z=4, the rest behind it) sees it; without the blocker, A
+    composites it with alpha*T = 0.9 * 0.005 = 0.0045 > 1/510. Plus one transparent Gaussian (removable)."""
+    flat = [1000.0, 1000.0, 0.01]
+    means = [[0, 0, 2.0], [0, 0, 2.5], [0, 0, 3.0], [0, 0, 5.0], [0.1, 0.1, 1.5]]
+    ops = [0.9999, 0.5, 0.9999, 0.9, 0.002]
+    cols = [[0.2] * 3, [0.2] * 3, [0.0] * 3, [1.0] * 3, [1.0] * 3]
+    model = make_model(means, [flat] * 4 + [[0.1] * 3], ops, cols)
+    return model, [pinhole(0, 0, 0.0, 32, 0), pinhole(0, 0, 4.0, 32, 1)]
+
+
+def test_hidden_stopper_is_detected_and_kept():
+    model, cams = stopper_scene()
+    contrib = total_contribution(model, cams, opts())
+    assert contrib[2] == 0 and contrib[4] == 0 and (contrib[[0, 1, 3]] > 0).all()
+    naive = model.subset(contrib > 0)
+    assert max_render_diff(model, naive, cams) > BOUND  # the naive argument really fails here
+    pruned, res = prune_gaussians(model, cams, opts())
+    assert res.keep.tolist() == [True, True, True, True, False]
+    assert res.restored == 1
+    assert max_render_diff(model, pruned, cams) < BOUND
+
+
+def test_unrepaired_failure_is_an_error():
+    model, cams = stopper_scene()
+    with pytest.raises(VerificationError, match="1/510"):
+        prune_gaussians(model, cams, opts(), max_rounds=0)
+    # threshold mode reports the cost instead of failing
+    _, res = prune_gaussians(model, cams, opts(), threshold=0.0)
+    assert not res.check.passed and res.check.max_abs_diff > BOUND and res.check.min_psnr < 60
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Threshold mode
+# ---------------------------------------------------------------------------------------------------------
+def demo_model(num_views=6, size=48, seed=0):
+    s = make_demo_scene(num_views=num_views, size=size, points_per_object=150, ground_points=300, seed=seed)
+    return make_model(s.means, s.scales, s.opacities, s.colors, s.quats), s.cameras
+
+
+def test_threshold_mode_is_monotone():
+    model, cams = demo_model()
+    contrib = total_contribution(model, cams, opts())
+    thresholds = [0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0]
+    masks = [removal_mask(contrib, t) for t in thresholds]
+    for lo, hi in zip(masks, masks[1:]):
+        assert bool((lo <= hi).all()), "a higher threshold must remove a superset"
+    counts = [int(m.sum()) for m in masks]
+    assert counts[0] == int((contrib == 0).sum()) and counts[-2] > counts[0] and counts[-1] == len(model) - 1
+    # the definition: below T x max contribution, independently recomputed in numpy
+    c = contrib.numpy()
+    assert counts[4] == int(((c < 1e-3 * c.max()) | (c == 0)).sum())
+    # lossy pruning costs quality on the training views, and more with a higher threshold
+    _, r_lo = prune_gaussians(model, cams, opts(), threshold=1e-3, contribution=contrib)
+    _, r_hi = prune_gaussians(model, cams, opts(), threshold=1e-1, contribution=contrib)
+    assert r_hi.check.mean_psnr < r_lo.check.mean_psnr
+    with pytest.raises(ValueError):
+        removal_mask(contrib, -0.1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model folders and the script
+# ---------------------------------------------------------------------------------------------------------
+def _write_blender_source(root: Path, model: GaussianModel, train, test) -> None:
+    """A NeRF-synthetic scene whose images are renders of ``model`` (the readers' own format, OpenGL c2w)."""
+    for split, cams in (("train", train), ("test", test)):
+        (root / split).mkdir(parents=True)
+        frames = []
+        for cam in cams:
+            with torch.no_grad():
+                img = render(cam, model, torch.zeros(3), backend=BACKEND)["render"].clamp(0, 1)
+            Image.fromarray((img.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)).save(
+                root / split / f"{cam.image_name}.png")
+            c2w = np.linalg.inv(cam.world_to_camera)
+            c2w[:3, 1:3] *= -1
+            frames.append({"file_path": f"{split}/{cam.image_name}", "transform_matrix": c2w.tolist()})
+        fov = 2 * math.atan(cams[0].width / (2 * cams[0].fx))
+        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": fov, "frames": frames}))
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    """Inria model folder (trained with --eval) + its NeRF-synthetic source. The model is the demo scene plus
+    junk that no view sees: 30 transparent Gaussians and 10 far above every camera's field of view."""
+    root = tmp_path_factory.mktemp("prune")
+    s = make_demo_scene(num_views=8, size=48, points_per_object=150, ground_points=300)
+    scene_model, cams = make_model(s.means, s.scales, s.opacities, s.colors, s.quats), s.cameras
+    rng = np.random.default_rng(1)
+    junk_means = np.concatenate([rng.uniform(-1, 1, (30, 3)) + [0, 0, 0.5], rng.uniform(-1, 1, (10, 3)) + [0, 0, 30]])
+    junk_ops = np.r_[np.full(30, 0.002), np.full(10, 0.9)]
+    model = make_model(np.concatenate([s.means, junk_means]), np.concatenate([s.scales, np.full((40, 3), 0.05)]),
+                       np.r_[s.opacities, junk_ops], np.concatenate([s.colors, np.full((40, 3), 0.5)]),
+                       np.concatenate([s.quats, np.tile([1.0, 0, 0, 0], (40, 1))]))
+    src = root / "scene"
+    _write_blender_source(src, scene_model, cams[:6], cams[6:])
+    mp = root / "model"
+    mp.mkdir()
+    info = read_scene(str(src), eval=True)
+    write_cfg_args(mp / "cfg_args", ModelParams(sh_degree=0, source_path=str(src), model_path=str(mp), eval=True))
+    write_cameras_json(mp / "cameras.json", info.train_cameras + info.test_cameras)
+    save_model(mp, 700, model)
+    return mp
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [sys.executable, str(REPO / "prune.py"), *args, "--backend", BACKEND, "--quiet", "--threads", "1"]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+
+
+def test_cli_writes_a_new_inria_folder_and_leaves_the_input_alone(model_folder: Path, tmp_path: Path):
+    before = _hashes(model_folder)
+    out = tmp_path / "pruned"
+    res = _run("-m", str(model_folder), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "max |diff|" in res.stdout and "PASSED" in res.stdout
+    assert _hashes(model_folder) == before
+    assert sorted(_hashes(out)) == ["cameras.json", "cfg_args", "point_cloud/iteration_700/point_cloud.ply",
+                                    "prune_report.json"]
+    assert (out / "cameras.json").read_bytes() == (model_folder / "cameras.json").read_bytes()
+    cfg, cfg_in = read_cfg_args(out / "cfg_args"), read_cfg_args(model_folder / "cfg_args")
+    assert cfg["model_path"] == str(out) and {**cfg, "model_path": None} == {**cfg_in, "model_path": None}
+
+    rep = json.loads((out / "prune_report.json").read_text())
+    _, orig, _ = load_model(model_folder)
+    _, new, it = load_model(out)
+    assert it == 700 and len(new) == rep["gaussians"]["after"] == len(orig) - rep["gaussians"]["removed"]
+    assert rep["gaussians"]["removed"] >= 40  # at least the junk
+    assert rep["verification"]["passed"] and rep["verification"]["max_abs_diff"] < BOUND
+    assert rep["ply_bytes"]["after"] < rep["ply_bytes"]["before"]
+    assert rep["heldout"]["split"] == "test" and rep["heldout"]["num_views"] == 2
+    assert rep["heldout"]["psnr_after"] == pytest.approx(rep["heldout"]["psnr_before"], abs=0.05)
+    assert set(rep["times"]) >= {"load", "contribution", "verify", "quality", "write", "total"}
+    # the pruned model, rendered independently, matches the input on every training view
+    train = read_scene(cfg["source_path"], eval=True).train_cameras
+    assert max_render_diff(orig, new, train) < BOUND
+
+    # refusals are one-line UserErrors (the script turns them into exit 2; see the bad -m test)
+    with pytest.raises(UserError, match="--force"):
+        run_prune(prune_cfg(model_folder, out=str(out)))
+    with pytest.raises(UserError, match="overlaps the input"):
+        run_prune(prune_cfg(model_folder, out=str(model_folder)))
+    rep2 = run_prune(prune_cfg(model_folder, out=str(out), force=True, threshold=1e-3))
+    assert rep2["gaussians"]["removed"] >= rep["gaussians"]["removed"]
+    assert json.loads((out / "prune_report.json").read_text())["threshold"] == 1e-3
+    assert _hashes(model_folder) == before
+
+
+def test_threshold_outputs_nest(model_folder: Path, tmp_path: Path):
+    """The folder written with a higher threshold holds a subset of the Gaussians of a lower one."""
+    kept = {}
+    for t in (1e-4, 1e-2):
+        run_prune(prune_cfg(model_folder, out=str(tmp_path / f"t{t:g}"), threshold=t))
+        _, g, _ = load_model(tmp_path / f"t{t:g}")
+        kept[t] = {tuple(r) for r in g.get_xyz.detach().numpy().tolist()}
+    assert kept[1e-2] < kept[1e-4]
+
+
+def test_sweep_writes_table_and_png(model_folder: Path, tmp_path: Path):
+    out = tmp_path / "sw"
+    lines: list[str] = []
+    run_prune(prune_cfg(model_folder, out=str(out), sweep=True, sweep_thresholds=(0.0, 1e-4, 1e-2, 0.1)),
+              log=lines.append)
+    sweep = json.loads((out / "sweep.json").read_text())
+    rows = sweep["rows"]
+    assert [r["threshold"] for r in rows] == [0.0, 1e-4, 1e-2, 0.1]
+    removed = [r["percent_removed"] for r in rows]
+    assert removed == sorted(removed) and removed[-1] > removed[0]
+    assert rows[-1]["psnr"] < rows[0]["psnr"] <= sweep["unpruned"]["psnr"] + 0.05
+    assert sweep["heldout_split"] == "test" and sweep["reference"] == "ground truth"
+    png = Image.open(out / "sweep.png")
+    assert png.format == "PNG" and png.size[0] > 300
+    assert any("threshold" in ln and "PSNR" in ln for ln in lines)
+    assert not list(out.glob("**/iteration_*/point_cloud.ply"))[1:]  # one model only, not one per threshold
+
+
+def test_bad_model_path_is_one_line_exit_2(tmp_path: Path):
+    res = _run("-m", str(tmp_path / "nope"))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and res.stderr.count("\n") == 1 and "nope" in res.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="point_cloud"):
+        run_prune(prune_cfg(empty))
+    assert not (tmp_path / "empty_pruned").exists()

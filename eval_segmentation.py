@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Score a segmentation against ground-truth 2D masks on held-out views.
+
+    python eval_segmentation.py -m MODEL --labels MODEL/segmentation/labels.npy --gt-masks GT [--split test]
+
+The selected Gaussians are rendered as a mask inside the full scene (so other Gaussians occlude them) and
+compared with the ground truth per view: IoU and pixel accuracy, averaged into mIoU / mAcc. Writes
+eval.json (keys miou, macc, views, ...) beside labels.npy unless --out says otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from utils.errors import cli_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eval_segmentation.py", description=__doc__.split("\n\n")[2].strip())
+    p.add_argument("-m", "--model_path", "--model", required=True, help="trained model folder (Inria layout)")
+    p.add_argument("--labels", required=True, help="labels.npy written by segment.py")
+    p.add_argument("--gt-masks", required=True, help="ground-truth masks: folder or COCO json, matched to views "
+                   "by image stem like segment.py's --masks")
+    p.add_argument("--split", default="test", choices=("test", "train", "all"),
+                   help="views to score (default test: the --eval hold-out, every 8th view or NeRF-synthetic's test set)")
+    p.add_argument("--gt-format", default="auto", choices=("auto", "binary", "ids", "sam", "coco"),
+                   help="ground-truth mask format (default: auto-detected)")
+    p.add_argument("--gt-labels", default=None, help="GT ids in labels.npy's order, e.g. 3,7 (default: the ids "
+                   "segment.py used, from summary.json beside labels.npy)")
+    p.add_argument("--iteration", type=int, default=-1, help="point_cloud/iteration_N (default -1: newest)")
+    p.add_argument("-s", "--source_path", default="", help="scene folder (default: cfg_args')")
+    p.add_argument("-i", "--images", default="")
+    p.add_argument("-r", "--resolution", type=int, default=0, help="default 0: as trained")
+    p.add_argument("--out", default="", help="eval.json path (default: beside labels.npy)")
+    p.add_argument("--backend", default="auto", choices=("auto", "cpu", "reference", "inria", "gsplat"),
+                   help="rasterizer backend (default auto)")
+    p.add_argument("--num_threads", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    from segmentation.cli import one_line_warnings
+    from segmentation.evaluate import EvalConfig, run_evaluation
+
+    a = build_parser().parse_args(argv)
+    cfg = EvalConfig(model_path=a.model_path, labels=a.labels, gt_masks=a.gt_masks, split=a.split,
+                     iteration=a.iteration, gt_format=a.gt_format, gt_labels=a.gt_labels,
+                     source_path=a.source_path, images=a.images, resolution=a.resolution, out=a.out,
+                     backend=a.backend, num_threads=a.num_threads, device=a.device, progress=a.progress)
+    with one_line_warnings():
+        result, path = run_evaluation(cfg, log=print)
+    print(result.table())
+    if result.miou is None:
+        print(f"no labelled pixel in any ground truth or prediction; wrote {path}")
+    else:
+        print(f"mIoU {result.miou:.4f}  mAcc {result.macc:.4f}  over {len(result.views)} views; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Small helpers shared by the top-level scripts (kept here so the scripts stay thin)."""
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show each warning as ``warning: <message>`` on one stderr line (instead of file:line + source),
+    once per message; restored on exit."""
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings API
+        text = str(message).splitlines()[0] if str(message) else category.__name__
+        print(f"warning: {text}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield

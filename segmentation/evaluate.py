@@ -1,0 +1,259 @@
+"""Evaluating a 3D selection against 2D ground-truth masks (``eval_segmentation.py``, benchmarks, the demo).
+
+The selection is rendered as a mask *inside the full scene* (override colour = indicator of the selected
+Gaussians, every other Gaussian still occludes), so a selection that hides behind or in front of other
+content is judged by what a viewer would see:
+
+- one label: predicted mask = rendered indicator > 0.5;
+- several labels: one-hot colours, predicted label = argmax where the accumulated alpha of labelled mass
+  (sum over label channels) > 0.5, else background.
+
+Per view: IoU per label (labels absent from both prediction and ground truth are skipped), the view's IoU
+is the mean over the remaining labels, pixel accuracy over all pixels. ``miou``/``macc`` average the views
+(views where no label occurs in either mask have no IoU and are left out of ``miou``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from utils.errors import UserError
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rendering a selection and scoring one view
+# ---------------------------------------------------------------------------------------------------------
+def render_label_map(camera: Any, gaussians: Any, labels: np.ndarray, num_labels: int, backend: str = "auto",
+                     num_threads: int = 0) -> np.ndarray:  # [H, W] int32
+    """Predicted label map of ``camera`` (0 background, l label l) for per-Gaussian ``labels``.
+
+    labels: np.ndarray  # [N] int, values <= 0 are not selected
+    """
+    import torch
+
+    from gaussian_renderer import render
+
+    lab = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if lab.shape != (len(gaussians),):
+        raise ValueError(f"labels must be [{len(gaussians)}], got {tuple(lab.shape)}")
+    device = gaussians.get_xyz.device
+    if num_labels == 1:
+        colors = (lab == 1).float()[:, None]                                     # [N, 1]
+    else:
+        colors = torch.zeros(len(lab), num_labels)                               # [N, L]
+        sel = lab >= 1
+        colors[sel, lab[sel] - 1] = 1.0
+    with torch.no_grad():
+        out = render(camera, gaussians, torch.zeros(colors.shape[1]), override_color=colors.to(device),
+                     backend=backend, num_threads=num_threads)["render"].cpu()  # [C, H, W]
+    if num_labels == 1:
+        return (out[0] > 0.5).numpy().astype(np.int32)
+    mass = out.sum(0)
+    return torch.where(mass > 0.5, out.argmax(0) + 1, 0).numpy().astype(np.int32)
+
+
+def score_view(pred: np.ndarray, gt: np.ndarray, num_labels: int) -> tuple[list[Optional[float]], float]:
+    """(IoU per label, None where the label is in neither map; pixel accuracy).
+
+    pred, gt: np.ndarray  # [H, W] int label maps, 0 = background
+    """
+    pred = np.asarray(pred)
+    gt = np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
+    ious: list[Optional[float]] = []
+    for l in range(1, num_labels + 1):
+        p, g = pred == l, gt == l
+        union = int(np.logical_or(p, g).sum())
+        ious.append(None if union == 0 else float(np.logical_and(p, g).sum()) / union)
+    acc = float((pred == gt).mean()) if pred.size else 1.0
+    return ious, acc
+
+
+def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+@dataclass
+class ViewScore:
+    name: str
+    iou: Optional[float]                 # mean over labels present in prediction or ground truth
+    acc: float                           # pixel accuracy
+    label_iou: list[Optional[float]]
+
+
+@dataclass
+class EvalResult:
+    label_names: list[str]
+    views: list[ViewScore] = field(default_factory=list)
+
+    @property
+    def miou(self) -> Optional[float]:
+        return _mean([v.iou for v in self.views])
+
+    @property
+    def macc(self) -> Optional[float]:
+        return _mean([v.acc for v in self.views])
+
+    def label_miou(self) -> list[Optional[float]]:
+        return [_mean([v.label_iou[l] for v in self.views]) for l in range(len(self.label_names))]
+
+    def to_json(self) -> dict:
+        return {
+            "miou": self.miou,
+            "macc": self.macc,
+            "num_views": len(self.views),
+            "label_names": self.label_names,
+            "label_miou": dict(zip(self.label_names, self.label_miou())),
+            "views": [{"name": v.name, "iou": v.iou, "acc": v.acc, "label_iou": v.label_iou} for v in self.views],
+        }
+
+    def table(self) -> str:
+        """Per-view and mean table for the terminal."""
+        def f(v: Optional[float]) -> str:
+            return "    -" if v is None else f"{v:.3f}"
+
+        multi = len(self.label_names) > 1
+        width = max([4] + [len(v.name) for v in self.views])
+        head = f"{'view':<{width}}  IoU    acc" + ("".join(f"  {n[:10]:>10}" for n in self.label_names) if multi else "")
+        lines = [head]
+        for v in self.views:
+            row = f"{v.name:<{width}}  {f(v.iou)}  {f(v.acc)}"
+            if multi:
+                row += "".join(f"  {f(x):>10}" for x in v.label_iou)
+            lines.append(row)
+        mean = f"{'mean':<{width}}  {f(self.miou)}  {f(self.macc)}"
+        if multi:
+            mean += "".join(f"  {f(x):>10}" for x in self.label_miou())
+        lines.append("-" * len(head))
+        lines.append(mean)
+        return "\n".join(lines)
+
+
+def evaluate_selection(gaussians: Any, labels: np.ndarray, gt_masks: Any, backend: str = "auto",
+                       num_threads: int = 0, progress: bool = True) -> EvalResult:
+    """Score ``labels`` [N] on every view of ``gt_masks`` (a :class:`utils.masks.MaskSet`)."""
+    from tqdm import tqdm
+
+    num_labels = gt_masks.num_labels
+    result = EvalResult(list(gt_masks.label_names))
+    bar = tqdm(gt_masks.items(), total=len(gt_masks), desc="evaluating", unit="view", leave=False,
+               disable=None if progress else True)
+    for cam, gt in bar:
+        pred = render_label_map(cam, gaussians, labels, num_labels, backend, num_threads)
+        ious, acc = score_view(pred, gt, num_labels)
+        result.views.append(ViewScore(cam.image_name, _mean(ious), acc, ious))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The eval_segmentation.py job
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class EvalConfig:
+    model_path: str                       # model folder (Inria layout)
+    labels: str                           # labels.npy written by segment.py
+    gt_masks: str                         # ground-truth masks (same formats and matching as --masks)
+    split: str = "test"                   # test (the --eval hold-out) | train | all
+    iteration: int = -1
+    gt_format: str = "auto"               # auto | binary | ids | sam | coco
+    gt_labels: Optional[str] = None       # GT ids in labels.npy's order; default from summary.json
+    source_path: str = ""
+    images: str = ""
+    resolution: int = 0
+    out: str = ""                         # eval.json path; default beside labels.npy
+    backend: str = "auto"
+    num_threads: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+
+def load_labels(path: str | Path, num_gaussians: int) -> np.ndarray:  # [N] int64
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: labels file not found; pass the labels.npy written by segment.py")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npy file ({str(e).splitlines()[0]}); re-run segment.py") from None
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise UserError(f"{path}: expected a 1-D integer array, got {arr.dtype} {arr.shape}; pass labels.npy")
+    if arr.shape[0] != num_gaussians:
+        raise UserError(f"{path}: {arr.shape[0]} labels but the model has {num_gaussians} Gaussians; pass the model "
+                        "(and --iteration) the labels were computed for")
+    return arr.astype(np.int64)
+
+
+def read_summary(labels_path: Path) -> Optional[dict]:
+    p = labels_path.parent / "summary.json"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = lambda s: None) -> tuple[EvalResult, Path]:
+    """Load model, labels and GT masks of ``cfg.split``, score, write eval.json. Returns (result, json path)."""
+    from scene.model_folder import find_iteration, load_model
+    from segmentation.export import ensure_writable, save_json
+    from segmentation.views import load_views
+    from utils.masks import open_masks
+
+    labels_path = Path(cfg.labels)
+    if not labels_path.is_file():
+        raise UserError(f"{labels_path}: labels file not found; pass the labels.npy written by segment.py")
+    model_path = Path(cfg.model_path)
+    iteration = find_iteration(model_path, None if cfg.iteration < 0 else cfg.iteration)
+    out = Path(cfg.out) if cfg.out else labels_path.parent / "eval.json"
+    ensure_writable(out.parent)
+    params, gaussians, iteration = load_model(model_path, iteration, device=cfg.device)
+    labels = load_labels(labels_path, len(gaussians))
+    views = load_views(params, cfg.split, cfg.source_path, cfg.images, cfg.resolution)
+
+    summary = read_summary(labels_path)
+    gt_labels = cfg.gt_labels
+    if gt_labels is None and summary is not None:
+        fmt = summary.get("masks", {}).get("format")
+        ids = summary.get("labels", {}).get("ids")
+        if fmt in ("ids", "sam", "coco") and isinstance(ids, list) and ids:
+            gt_labels = ",".join(str(i) for i in ids)
+    gt = open_masks(cfg.gt_masks, views.cameras, cfg.gt_format, gt_labels)
+    num_labels = gt.num_labels
+    top = int(labels.max(initial=0))
+    if top > num_labels:
+        raise UserError(f"{labels_path}: labels go up to {top} but the ground truth has {num_labels} label(s) "
+                        f"({', '.join(gt.label_names[:5])}); pass --gt-labels with the ids segment.py used")
+    if summary is not None:
+        used = {str(n).lower() for n in summary.get("views", {}).get("used_names", [])}
+        overlap = [c.image_name for c in gt.cameras if c.image_name.lower() in used]
+        if overlap:
+            warnings.warn(f"{cfg.gt_masks}: {len(overlap)} of {len(gt)} evaluated views had their masks used for "
+                          f"voting (e.g. {overlap[0]}), so they are not held out; evaluate --split test after "
+                          "segmenting the train split", stacklevel=2)
+    log(f"evaluating {len(gt)} {cfg.split} views with ground truth ({num_labels} label"
+        f"{'s' if num_labels > 1 else ''})")
+    result = evaluate_selection(gaussians, labels, gt, cfg.backend, cfg.num_threads, cfg.progress)
+    data = result.to_json()
+    data.update({"model_path": str(model_path), "iteration": int(iteration), "labels": str(labels_path),
+                 "gt_masks": str(cfg.gt_masks), "split": cfg.split})
+    save_json(out, _finite(data))
+    return result, out
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN: replace non-finite floats by None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,231 @@
+"""Writing a segmentation: PLYs in Inria's layout, label/vote arrays, summary, preview PNGs and a GIF.
+
+Every file goes through :func:`utils.io.atomic_path`: a reader (or a crash) never sees a half-written
+output, and a failed run leaves the previous run's file in place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from utils.errors import UserError
+from utils.io import atomic_path, atomic_write_text
+
+# Label colours for overlays (label l uses PALETTE[(l - 1) % len]); tab10 without grey.
+PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+                    [140, 86, 75], [227, 119, 194], [188, 189, 34], [23, 190, 207]], dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Atomic writers for the formats used here (libraries pick formats by extension, temp files end in .tmp)
+# ---------------------------------------------------------------------------------------------------------
+def ensure_writable(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and prove a file can be created in it; else a one-line UserError."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{folder}: output folder is not writable ({e.strerror or e}); pass --out with a "
+                        "writable folder") from None
+    return folder
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the temp name
+            np.save(f, np.asarray(array), allow_pickle=False)
+
+
+def save_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def save_png(path: str | Path, rgb: np.ndarray) -> None:
+    """rgb: np.ndarray  # [H, W, 3] uint8"""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
+
+
+def save_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float = 4.0) -> None:
+    """frames: [H, W, 3] uint8 each, same size; loops forever."""
+    import imageio.v3 as iio
+
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
+
+
+def safe_name(name: str) -> str:
+    """A label name usable in a file name (``extracted_<name>.ply``)."""
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._")
+    return s or "label"
+
+
+def extracted_file_names(label_names: Sequence[str]) -> list[str]:
+    """``extracted.ply`` for one label, else ``extracted_<name>.ply`` per label (unique)."""
+    if len(label_names) == 1:
+        return ["extracted.ply"]
+    out: list[str] = []
+    for i, n in enumerate(label_names):
+        base = safe_name(n)
+        cand = f"extracted_{base}.ply"
+        if cand in out:
+            cand = f"extracted_{base}_{i + 1}.ply"
+        out.append(cand)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scenes and arrays
+# ---------------------------------------------------------------------------------------------------------
+def write_scenes(out: Path, gaussians: Any, selection: Any, label_names: Sequence[str]) -> dict[str, int]:
+    """extracted PLY(s) and deleted.ply via GaussianModel.subset + save_ply. Returns {file name: count}."""
+    import torch
+
+    written: dict[str, int] = {}
+    for l, fname in enumerate(extracted_file_names(label_names), start=1):
+        keep = torch.from_numpy(selection.extracted_mask(l))
+        gaussians.subset(keep).save_ply(out / fname)
+        written[fname] = int(keep.sum())
+    keep = torch.from_numpy(selection.deleted_mask())
+    gaussians.subset(keep).save_ply(out / "deleted.ply")
+    written["deleted.ply"] = int(keep.sum())
+    return written
+
+
+def remove_stale_outputs(out: Path, previous: Sequence[str], current: Sequence[str]) -> None:
+    """Delete files a previous run listed in its summary.json that this run did not rewrite (e.g. per-label
+    PLYs of labels no longer asked for), so the folder describes one run. Only plain names inside ``out``."""
+    keep = set(current)
+    for name in previous:
+        if not isinstance(name, str) or name in keep or "/" in name or "\\" in name or name.startswith("."):
+            continue
+        p = out / name
+        if p.is_file():
+            p.unlink()
+
+
+def read_previous_outputs(out: Path) -> list[str]:
+    try:
+        data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        outputs = data.get("outputs", [])
+        return [o for o in outputs if isinstance(o, str)]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Previews
+# ---------------------------------------------------------------------------------------------------------
+def preview_camera(camera: Any, max_side: int) -> Any:
+    """The camera scaled so its longest side is at most ``max_side`` px."""
+    longest = max(camera.width, camera.height)
+    if longest <= max_side:
+        return camera
+    s = max_side / longest
+    return camera.scaled(max(1, round(camera.width * s)), max(1, round(camera.height * s)))
+
+
+def render_rgb(camera: Any, gaussians: Any, background: Sequence[float], backend: str = "auto",
+               num_threads: int = 0) -> np.ndarray:  # [H, W, 3] uint8
+    import torch
+
+    from gaussian_renderer import render
+
+    bg = torch.tensor(list(background), dtype=torch.float32)
+    if len(gaussians) == 0:
+        img = np.broadcast_to(np.asarray(background, dtype=np.float32), (camera.height, camera.width, 3))
+    else:
+        with torch.no_grad():
+            img = render(camera, gaussians, bg, backend=backend, num_threads=num_threads)["render"]
+        img = img.permute(1, 2, 0).cpu().numpy()
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def overlay(rgb: np.ndarray, label_map: np.ndarray, strength: float = 0.55) -> np.ndarray:  # [H, W, 3] uint8
+    """Tint each labelled pixel with its label colour and outline the labels.
+
+    rgb: [H, W, 3] uint8; label_map: [H, W] int (0 = background)
+    """
+    import cv2
+
+    out = rgb.astype(np.float32)
+    lm = np.asarray(label_map)
+    inside = lm > 0
+    if inside.any():
+        colours = PALETTE[(lm[inside] - 1) % len(PALETTE)].astype(np.float32)
+        out[inside] = (1 - strength) * out[inside] + strength * colours
+        edges = cv2.morphologyEx(inside.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+        out[edges & inside] = PALETTE[(lm[edges & inside] - 1) % len(PALETTE)]
+    return out.astype(np.uint8)
+
+
+def _caption(img: np.ndarray, text: str) -> np.ndarray:
+    import cv2
+
+    img = img.copy()
+    scale = max(0.35, img.shape[1] / 400.0)
+    thick = max(1, int(round(scale * 1.5)))
+    org = (4, int(14 * scale) + 2)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return img
+
+
+@dataclass
+class PreviewContext:
+    """What every preview panel needs."""
+
+    gaussians: Any              # the full scene
+    extracted: Any              # subset with label >= 1
+    deleted: Any                # subset written to deleted.ply
+    background: tuple[float, float, float]
+    has_images: bool
+    backend: str = "auto"
+    num_threads: int = 0
+
+
+def preview_row(ctx: PreviewContext, camera: Any, label_map: Optional[np.ndarray], max_side: int) -> np.ndarray:
+    """One [h, 4w, 3] uint8 strip: original (or render) | extracted | deleted | mask overlay."""
+    from utils.masks import resize_nearest
+
+    cam = preview_camera(camera, max_side)
+    original = None
+    caption = "original"
+    if ctx.has_images:
+        try:
+            original = (cam.load_image().permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+        except (UserError, OSError, ValueError):
+            original = None
+    if original is None:
+        original = render_rgb(cam, ctx.gaussians, ctx.background, ctx.backend, ctx.num_threads)
+        caption = "render"
+    panels = [_caption(original, caption),
+              _caption(render_rgb(cam, ctx.extracted, ctx.background, ctx.backend, ctx.num_threads), "extracted"),
+              _caption(render_rgb(cam, ctx.deleted, ctx.background, ctx.backend, ctx.num_threads), "deleted")]
+    lm = np.zeros((cam.height, cam.width), np.int32) if label_map is None else \
+        resize_nearest(np.asarray(label_map, dtype=np.int32), cam.width, cam.height)
+    panels.append(_caption(overlay(original, lm), "mask" + (f" {camera.image_name}" if max_side >= 200 else "")))
+    return np.concatenate(panels, axis=1)
+
+
+def evenly_spaced(n: int, k: int) -> list[int]:
+    if k <= 0 or n <= 0:
+        return []
+    if k >= n:
+        return list(range(n))
+    return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})

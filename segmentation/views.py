@@ -85,10 +85,11 @@ def load_views(params: ModelParams, split: str = "train", source_path: str = "",
     cams = _split_by_name(read_cameras_json(cam_file), split, params.eval)
     if not cams:
         raise UserError(f"{cam_file}: no {split} views; pick another --split")
-    if res != -1:
+    # cameras.json already holds the training resolution: only an explicit -r rescales it again.
+    if resolution and resolution != -1:
         out = []
         for c in cams:
-            size = target_resolution(c.width, c.height, res)
+            size = target_resolution(c.width, c.height, resolution)
             out.append(c if size == (c.width, c.height) else c.scaled(*size))
         cams = out
     return Views(cams, split, None, "cameras.json", False)

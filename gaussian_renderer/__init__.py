@@ -1,0 +1,52 @@
+"""Differentiable Gaussian rendering with Inria's semantics (API in CONTRACT.md).
+
+``render`` and ``vote`` take a camera and a Gaussian model (Inria's interface); both wrap the stateless
+tensor functions in :mod:`gaussian_renderer.rasterization`. Importing this package compiles and imports no
+native or CUDA code: the CPU extension is built on first use (``python -m gaussian_renderer.native``
+prebuilds it), CUDA backends are imported only when chosen.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from gaussian_renderer.rasterization import (BackendUnavailable, available_backends, rasterize, resolve_backend,
+                                             vote_tensors)
+from utils.sh import eval_sh
+
+__all__ = ["render", "vote", "rasterize", "vote_tensors", "available_backends", "resolve_backend",
+           "BackendUnavailable", "sh_colors"]
+
+
+def sh_colors(camera: Any, gaussians: Any) -> Tensor:  # -> [N, 3]
+    """View-dependent colours: clamp_min(SH(dirs) + 0.5, 0), dirs = normalise(mean - camera centre)."""
+    means = gaussians.get_xyz
+    centre = torch.as_tensor(camera.camera_center, dtype=means.dtype, device=means.device)
+    dirs = means - centre
+    dirs = dirs / dirs.norm(dim=1, keepdim=True)
+    sh = gaussians.get_features.transpose(1, 2)  # [N, 3, (D+1)^2]
+    return torch.clamp_min(eval_sh(gaussians.active_sh_degree, sh, dirs) + 0.5, 0.0)
+
+
+def render(camera: Any, gaussians: Any, background: Tensor, override_color: Optional[Tensor] = None,
+           scaling_modifier: float = 1.0, backend: str = "auto", num_threads: int = 0) -> dict[str, Tensor]:
+    """Render ``gaussians`` from ``camera`` (scene.cameras.Camera). background: [C]; override_color: [N, C]."""
+    means = gaussians.get_xyz
+    colors = sh_colors(camera, gaussians) if override_color is None else override_color
+    return rasterize(means, gaussians.get_rotation, gaussians.get_scaling * scaling_modifier,
+                     gaussians.get_opacity.reshape(-1), colors, camera.viewmat(means.device),
+                     camera.K(means.device), camera.width, camera.height, background.to(means.device),
+                     backend=backend, num_threads=num_threads)
+
+
+def vote(camera: Any, gaussians: Any, weights: Tensor, scaling_modifier: float = 1.0, backend: str = "auto",
+         num_threads: int = 0) -> Tensor:
+    """votes [N, K] = sum over pixels of alpha * T * weights [H, W, K] (forward only, no autograd)."""
+    if weights.dim() != 3 or weights.shape[0] != camera.height or weights.shape[1] != camera.width:
+        raise ValueError(f"weights must be [H={camera.height}, W={camera.width}, K], got {tuple(weights.shape)}")
+    means = gaussians.get_xyz
+    return vote_tensors(means, gaussians.get_rotation, gaussians.get_scaling * scaling_modifier,
+                        gaussians.get_opacity.reshape(-1), camera.viewmat(means.device), camera.K(means.device),
+                        weights.to(means.device), backend=backend, num_threads=num_threads)

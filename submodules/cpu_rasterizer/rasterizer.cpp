@@ -1,0 +1,696 @@
+// CPU tile rasterizer for 3D Gaussian splatting with the Inria rasterizer's semantics.
+//
+// Compiled on first use by gaussian_renderer/native.py (torch.utils.cpp_extension.load) and registered as
+// torch.ops.gs_cpu_rasterizer.*. Only minimal ATen headers are included (a build takes seconds, not the
+// ~30 s of torch/extension.h). The per-Gaussian stage (projection, covariance, SH) lives in torch; this file
+// does tile binning, front-to-back compositing, the back-to-front backward and the alpha*T vote.
+//
+// Semantics per pixel (Inria's renderCUDA): pixel (i, j) is evaluated at the float point (i, j) in the frame
+// of means2d; Gaussians in (tile, depth) order; power = -0.5 (a dx^2 + c dy^2) - b dx dy (skip power > 0);
+// alpha = min(0.99, o exp(power)) (skip alpha < 1/255); stop before a Gaussian that would bring T below 1e-4.
+// The backward passes the 0.99 clamp straight through (d alpha / d(o G) = 1 even when clamped), like Inria.
+//
+// Determinism: every output element is produced by exactly one thread in a fixed order. Per-Gaussian
+// gradients (and votes) are first written as one row per (tile, Gaussian) intersection, then summed per
+// Gaussian in intersection order. No atomics, so results are bit-identical for any thread count.
+//
+// Speed: within a tile the loop is Gaussian-outer / pixel-inner over the pixels of the Gaussian's
+// "alpha >= 1/255" ellipse bounding box (a conservative superset: every skipped pixel provably has
+// alpha < 1/255, so results equal an evaluation of all 256 tile pixels), 8 pixels at a time with GCC vector
+// extensions (AVX2 with -march=native: ~4x faster than the same code as SSE pairs). exp is a polynomial
+// (Cephes expf, ~1 ulp); forward, backward and vote evaluate pixels with the same function, so the skip
+// decisions of the three passes agree bit for bit.
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace {
+
+constexpr int kTile = 16;
+constexpr int kTilePix = kTile * kTile;
+constexpr float kMinAlpha = 1.0f / 255.0f;
+constexpr float kMaxAlpha = 0.99f;
+constexpr float kMinT = 1e-4f;
+
+using at::Tensor;
+
+int resolve_threads(int64_t num_threads) {
+  return num_threads > 0 ? static_cast<int>(num_threads) : std::max(1, omp_get_num_procs());
+}
+
+// 8-lane vectors (GCC vector extensions: SSE pairs by default, AVX with -mavx2). Every pixel-level quantity is
+// computed with the same vector code in forward, backward and vote, so their skip decisions agree bit for bit.
+typedef float vf8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+constexpr int kLanes = 8;
+
+static inline vf8 splat(float v) { return vf8{v, v, v, v, v, v, v, v}; }
+static inline vi8 splati(int32_t v) { return vi8{v, v, v, v, v, v, v, v}; }
+static inline vf8 loadf(const float* p) {
+  vf8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+static inline vi8 loadi(const int32_t* p) {
+  vi8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+static inline void storef(float* p, vf8 v) { std::memcpy(p, &v, sizeof(v)); }
+static inline void storei(int32_t* p, vi8 v) { std::memcpy(p, &v, sizeof(v)); }
+static inline float hsum(vf8 v) {  // fixed order
+  float s = 0.0f;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+static const vf8 kLaneF = {0, 1, 2, 3, 4, 5, 6, 7};
+static const vi8 kLaneI = {0, 1, 2, 3, 4, 5, 6, 7};
+
+// exp for x <= 0: Cephes expf polynomial with Cody-Waite reduction (~1 ulp), branch-free.
+static inline vf8 vexp(vf8 x) {
+  x = x < -87.0f ? splat(-87.0f) : x;
+  const vf8 t = x * 1.44269504088896341f;
+  const vf8 n = (t + 12582912.0f) - 12582912.0f;  // round to nearest
+  vf8 r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  vf8 p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const vi8 bits = (__builtin_convertvector(n, vi8) + 127) << 23;
+  return p * (vf8)bits;  // GCC vector cast: reinterprets the bits
+}
+
+// alpha = min(0.99, o G) and the validity mask shared by all passes (power <= 0, alpha >= 1/255).
+struct PixelEval {
+  vf8 dx, G, alpha;
+  vi8 ok;
+};
+
+// Per-Gaussian data used by the tile loops, contiguous (32 bytes).
+struct Packed {
+  float mx, my;   // mean in pixel frame
+  float a, b, c;  // conic
+  float o;        // opacity
+  float ex, ey;   // half extents of the alpha >= 1/255 ellipse (pixels, with margin); ex < 0: never visible
+};
+
+void pack_gaussians(const float* means2d, const float* conics, const float* opac, int64_t n, int nt,
+                    std::vector<Packed>& out) {
+  out.resize(n);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    Packed p;
+    p.mx = means2d[2 * i];
+    p.my = means2d[2 * i + 1];
+    p.a = conics[3 * i];
+    p.b = conics[3 * i + 1];
+    p.c = conics[3 * i + 2];
+    p.o = opac[i];
+    // alpha >= 1/255 needs o exp(power) >= 1/255, i.e. q = a dx^2 + 2 b dx dy + c dy^2 <= 2 ln(255 o).
+    // The ellipse q <= r2 spans |dx| <= sqrt(r2 * Sxx), Sxx = c / (ac - b^2) (the inverse conic).
+    const double o = p.o;
+    const double det = static_cast<double>(p.a) * p.c - static_cast<double>(p.b) * p.b;
+    if (!(o * 1.001 >= 1.0 / 255.0)) {
+      p.ex = p.ey = -1.0f;  // alpha = o * G <= o < 1/255 everywhere (also catches NaN)
+    } else if (!(det > 0.0) || !(p.a > 0.0f) || !(p.c > 0.0f)) {
+      p.ex = p.ey = 1e30f;  // degenerate conic: evaluate the whole tile
+    } else {
+      const double r2 = 2.0 * std::max(std::log(255.0 * o), 0.0) + 1e-3;
+      p.ex = static_cast<float>(std::sqrt(r2 * p.c / det) * 1.001 + 0.5);
+      p.ey = static_cast<float>(std::sqrt(r2 * p.a / det) * 1.001 + 0.5);
+    }
+    out[i] = p;
+  }
+}
+
+// Pixel range [lo, hi] (tile-local, inclusive) touched by a Gaussian's ellipse box; false if empty.
+static inline bool clip_range(float m, float e, int origin, int size, int& lo, int& hi) {
+  const float flo = std::ceil(m - e) - static_cast<float>(origin);
+  const float fhi = std::floor(m + e) - static_cast<float>(origin);
+  if (!(fhi >= 0.0f) || !(flo <= static_cast<float>(size - 1))) return false;
+  lo = flo < 0.0f ? 0 : static_cast<int>(flo);
+  hi = fhi > static_cast<float>(size - 1) ? size - 1 : static_cast<int>(fhi);
+  return lo <= hi;
+}
+
+struct TileGrid {
+  int width, height, gx, gy;
+  TileGrid(int64_t w, int64_t h)
+      : width(static_cast<int>(w)), height(static_cast<int>(h)),
+        gx(static_cast<int>((w + kTile - 1) / kTile)), gy(static_cast<int>((h + kTile - 1) / kTile)) {}
+  int64_t count() const { return static_cast<int64_t>(gx) * gy; }
+};
+
+void check_f32(const Tensor& t, const char* name, int64_t dim) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.scalar_type() == at::kFloat, name, " must be float32");
+  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+  TORCH_CHECK(t.dim() == dim, name, " must have ", dim, " dims");
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Binning: Inria's getRect, then a stable (tile, depth) order. Ties in depth keep the Gaussian index order.
+// ------------------------------------------------------------------------------------------------------------
+std::tuple<Tensor, Tensor, Tensor> bin_gaussians(const Tensor& means2d, const Tensor& radii, const Tensor& depths,
+                                                 int64_t width, int64_t height, int64_t num_threads) {
+  check_f32(means2d, "means2d", 2);
+  check_f32(depths, "depths", 1);
+  TORCH_CHECK(radii.scalar_type() == at::kInt && radii.is_contiguous() && radii.device().is_cpu(),
+              "radii must be a contiguous CPU int32 tensor");
+  const int64_t n = means2d.size(0);
+  TORCH_CHECK(means2d.size(1) == 2 && radii.numel() == n && depths.numel() == n, "bin: inconsistent shapes");
+  TORCH_CHECK(width > 0 && height > 0, "bin: empty image");
+  const int nt = resolve_threads(num_threads);
+  const TileGrid grid(width, height);
+  const float* m = means2d.data_ptr<float>();
+  const int32_t* rad = radii.data_ptr<int32_t>();
+  const float* dep = depths.data_ptr<float>();
+
+  Tensor touched = at::empty({n}, radii.options());
+  int32_t* tch = touched.data_ptr<int32_t>();
+  std::vector<int32_t> rect(4 * n);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    int32_t x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+    const float r = static_cast<float>(rad[i]);
+    const float px = m[2 * i], py = m[2 * i + 1];
+    if (rad[i] > 0 && std::isfinite(px) && std::isfinite(py) && std::isfinite(dep[i])) {
+      // (int) truncation after clamping to [0, grid] equals Inria's min(grid, max(0, (int)v)).
+      auto cl = [](float v, int g) {
+        v = v < 0.0f ? 0.0f : v;
+        v = v > static_cast<float>(g) ? static_cast<float>(g) : v;
+        return static_cast<int32_t>(v);
+      };
+      x0 = cl((px - r) / kTile, grid.gx);
+      y0 = cl((py - r) / kTile, grid.gy);
+      x1 = cl((px + r + kTile - 1) / kTile, grid.gx);
+      y1 = cl((py + r + kTile - 1) / kTile, grid.gy);
+    }
+    const int32_t cnt = (x1 - x0) * (y1 - y0);
+    tch[i] = cnt > 0 ? cnt : 0;
+    rect[4 * i] = x0;
+    rect[4 * i + 1] = y0;
+    rect[4 * i + 2] = x1;
+    rect[4 * i + 3] = y1;
+  }
+
+  // Stable LSD radix sort of the visible Gaussians by depth (positive floats sort like their bit patterns;
+  // negative depths cannot occur after the near cull, but are mapped monotonically anyway).
+  std::vector<int32_t> order;
+  order.reserve(n);
+  for (int64_t i = 0; i < n; ++i)
+    if (tch[i] > 0) order.push_back(static_cast<int32_t>(i));
+  const int64_t nv = static_cast<int64_t>(order.size());
+  {
+    std::vector<uint32_t> keys(nv), keys2(nv);
+    std::vector<int32_t> order2(nv);
+    for (int64_t i = 0; i < nv; ++i) {
+      uint32_t u;
+      std::memcpy(&u, &dep[order[i]], 4);
+      keys[i] = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    }
+    constexpr int kBits = 11;
+    constexpr int kBuckets = 1 << kBits;
+    std::vector<int64_t> hist(kBuckets);
+    for (int shift = 0; shift < 32; shift += kBits) {
+      std::fill(hist.begin(), hist.end(), 0);
+      for (int64_t i = 0; i < nv; ++i) hist[(keys[i] >> shift) & (kBuckets - 1)]++;
+      int64_t s = 0;
+      for (int b = 0; b < kBuckets; ++b) {
+        const int64_t c = hist[b];
+        hist[b] = s;
+        s += c;
+      }
+      for (int64_t i = 0; i < nv; ++i) {
+        const int64_t dst = hist[(keys[i] >> shift) & (kBuckets - 1)]++;
+        keys2[dst] = keys[i];
+        order2[dst] = order[i];
+      }
+      keys.swap(keys2);
+      order.swap(order2);
+    }
+  }
+
+  // Per-chunk tile histograms -> offsets -> fill. Chunks are contiguous in depth order, so the result is the
+  // same for any thread count.
+  const int64_t ntiles = grid.count();
+  const int nchunks = nt;
+  std::vector<int64_t> counts(static_cast<size_t>(nchunks) * ntiles, 0);
+  auto chunk_begin = [&](int c) { return nv * c / nchunks; };
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int c = 0; c < nchunks; ++c) {
+    int64_t* cnt = counts.data() + static_cast<size_t>(c) * ntiles;
+    for (int64_t q = chunk_begin(c); q < chunk_begin(c + 1); ++q) {
+      const int32_t* rc = &rect[4 * static_cast<int64_t>(order[q])];
+      for (int32_t y = rc[1]; y < rc[3]; ++y)
+        for (int32_t x = rc[0]; x < rc[2]; ++x) cnt[static_cast<int64_t>(y) * grid.gx + x]++;
+    }
+  }
+  Tensor offsets = at::empty({ntiles + 1}, means2d.options().dtype(at::kLong));
+  int64_t* off = offsets.data_ptr<int64_t>();
+  int64_t total = 0;
+  for (int64_t t = 0; t < ntiles; ++t) {
+    off[t] = total;
+    for (int c = 0; c < nchunks; ++c) {
+      const int64_t v = counts[static_cast<size_t>(c) * ntiles + t];
+      counts[static_cast<size_t>(c) * ntiles + t] = total;
+      total += v;
+    }
+  }
+  off[ntiles] = total;
+  TORCH_CHECK(total < (int64_t(1) << 31), "bin: too many tile intersections (", total, ")");
+  Tensor gids = at::empty({total}, radii.options());
+  int32_t* gid = gids.data_ptr<int32_t>();
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int c = 0; c < nchunks; ++c) {
+    int64_t* pos = counts.data() + static_cast<size_t>(c) * ntiles;
+    for (int64_t q = chunk_begin(c); q < chunk_begin(c + 1); ++q) {
+      const int32_t g = order[q];
+      const int32_t* rc = &rect[4 * static_cast<int64_t>(g)];
+      for (int32_t y = rc[1]; y < rc[3]; ++y)
+        for (int32_t x = rc[0]; x < rc[2]; ++x) gid[pos[static_cast<int64_t>(y) * grid.gx + x]++] = g;
+    }
+  }
+  return {offsets, gids, touched};
+}
+
+struct Bins {
+  const int64_t* off;
+  const int32_t* gid;
+  int64_t total;
+};
+
+Bins check_bins(const Tensor& offsets, const Tensor& gids, const TileGrid& grid) {
+  TORCH_CHECK(offsets.scalar_type() == at::kLong && offsets.is_contiguous() && offsets.numel() == grid.count() + 1,
+              "tile_offsets must be int64 [num_tiles + 1]");
+  TORCH_CHECK(gids.scalar_type() == at::kInt && gids.is_contiguous(), "isect_gids must be contiguous int32");
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  TORCH_CHECK(off[grid.count()] == gids.numel(), "tile_offsets do not match isect_gids");
+  return {off, gids.data_ptr<int32_t>(), gids.numel()};
+}
+
+// Sums per-intersection rows [M, D] into per-Gaussian rows [N, D] in intersection order (deterministic).
+void reduce_rows(const float* rows, int64_t d, const int32_t* gid, int64_t total, int64_t n, int nt, float* out) {
+  std::vector<int64_t> start(n + 1, 0);
+  for (int64_t k = 0; k < total; ++k) start[gid[k] + 1]++;
+  for (int64_t i = 0; i < n; ++i) start[i + 1] += start[i];
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  std::vector<int64_t> idx(total);
+  for (int64_t k = 0; k < total; ++k) idx[fill[gid[k]]++] = k;
+#pragma omp parallel for num_threads(nt) schedule(static, 1024)
+  for (int64_t i = 0; i < n; ++i) {
+    float* o = out + i * d;
+    for (int64_t j = 0; j < d; ++j) o[j] = 0.0f;
+    for (int64_t q = start[i]; q < start[i + 1]; ++q) {
+      const float* r = rows + idx[q] * d;
+      for (int64_t j = 0; j < d; ++j) o[j] += r[j];
+    }
+  }
+}
+
+// Evaluates one 8-pixel chunk of a row: dx, G = exp(power), alpha = min(0.99, o G), ok = power <= 0 & alpha >= 1/255.
+static inline PixelEval eval_chunk(const Packed& p, float dy, float hc_dy2, float x0) {
+  PixelEval e;
+  e.dx = p.mx - (x0 + kLaneF);
+  const vf8 power = ((-0.5f * p.a) * (e.dx * e.dx) + hc_dy2) - p.b * (e.dx * dy);
+  e.G = vexp(power);
+  const vf8 og = p.o * e.G;
+  e.alpha = og < kMaxAlpha ? og : splat(kMaxAlpha);
+  e.ok = (power <= splat(0.0f)) & (e.alpha >= splat(kMinAlpha));
+  return e;
+}
+
+// Pixel box of a Gaussian in a tile: rows [y_lo, y_hi], chunks xb = xb_lo, xb_lo + 8, ... <= x_hi, lanes
+// outside [x_lo, x_hi] masked.
+struct Box {
+  int x_lo, x_hi, y_lo, y_hi, xb_lo;
+};
+
+static inline bool gaussian_box(const Packed& p, int tx0, int ty0, int tw, int th, Box& b) {
+  if (p.ex < 0.0f) return false;
+  if (!clip_range(p.mx, p.ex, tx0, tw, b.x_lo, b.x_hi) || !clip_range(p.my, p.ey, ty0, th, b.y_lo, b.y_hi))
+    return false;
+  b.xb_lo = b.x_lo & ~(kLanes - 1);
+  return true;
+}
+
+static inline vi8 lane_mask(int xb, const Box& b) {
+  const vi8 xi = xb + kLaneI;
+  return (xi >= splati(b.x_lo)) & (xi <= splati(b.x_hi));
+}
+
+// Front-to-back pass over one tile shared by forward and vote: calls on_gaussian(k, g, box) after w[] holds
+// alpha * T of intersection k on the box's chunks (0 where skipped or masked).
+struct alignas(32) TileState {
+  float T[kTilePix];
+  float w[kTilePix];
+  int32_t done[kTilePix];
+  int32_t last[kTilePix];
+};
+
+template <typename OnGaussian>
+void front_to_back(const Packed* pk, const Bins& bins, int64_t tile, const TileGrid& grid, TileState& st,
+                   OnGaussian&& on_gaussian) {
+  const int tx0 = static_cast<int>(tile % grid.gx) * kTile;
+  const int ty0 = static_cast<int>(tile / grid.gx) * kTile;
+  const int tw = std::min(kTile, grid.width - tx0);
+  const int th = std::min(kTile, grid.height - ty0);
+  for (int i = 0; i < kTilePix; ++i) {
+    st.T[i] = 1.0f;
+    st.w[i] = 0.0f;
+    st.last[i] = 0;
+    st.done[i] = 0;
+  }
+  int active = tw * th;
+  const int64_t start = bins.off[tile], end = bins.off[tile + 1];
+  for (int64_t k = start; k < end && active > 0; ++k) {
+    const int32_t g = bins.gid[k];
+    const Packed p = pk[g];
+    Box b;
+    if (!gaussian_box(p, tx0, ty0, tw, th, b)) continue;
+    const vi8 contributor = splati(static_cast<int32_t>(k - start + 1));
+    const float hc = -0.5f * p.c;
+    vi8 nstop = splati(0);
+    for (int y = b.y_lo; y <= b.y_hi; ++y) {
+      const float dy = p.my - static_cast<float>(ty0 + y);
+      const float hc_dy2 = hc * (dy * dy);
+      for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
+        const int i = y * kTile + xb;
+        const PixelEval e = eval_chunk(p, dy, hc_dy2, static_cast<float>(tx0 + xb));
+        const vi8 done = loadi(st.done + i);
+        const vi8 valid = lane_mask(xb, b) & e.ok & (done == splati(0));
+        const vf8 t = loadf(st.T + i);
+        const vf8 test_t = t * (1.0f - e.alpha);
+        const vi8 stop = valid & (test_t < splat(kMinT));
+        const vi8 contrib = valid & ~stop;
+        storef(st.w + i, contrib ? e.alpha * t : splat(0.0f));
+        storef(st.T + i, contrib ? test_t : t);
+        storei(st.done + i, done | stop);
+        storei(st.last + i, contrib ? contributor : loadi(st.last + i));
+        nstop -= stop;  // stop lanes are -1
+      }
+    }
+    on_gaussian(k, g, b);
+    for (int l = 0; l < kLanes; ++l) active -= nstop[l];
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Forward: out [C, H, W] = sum colour * alpha * T (no background), T_final [H, W], last [H, W] (1-based index
+// of the last contributor within the tile list, 0 if none).
+// ------------------------------------------------------------------------------------------------------------
+std::tuple<Tensor, Tensor, Tensor> rasterize_forward(const Tensor& means2d, const Tensor& conics,
+                                                     const Tensor& opacities, const Tensor& colors,
+                                                     const Tensor& offsets, const Tensor& gids, int64_t width,
+                                                     int64_t height, int64_t num_threads) {
+  check_f32(means2d, "means2d", 2);
+  check_f32(conics, "conics", 2);
+  check_f32(opacities, "opacities", 1);
+  check_f32(colors, "colors", 2);
+  const int64_t n = means2d.size(0), nc = colors.size(1);
+  TORCH_CHECK(conics.size(0) == n && opacities.numel() == n && colors.size(0) == n, "forward: inconsistent N");
+  const TileGrid grid(width, height);
+  const Bins bins = check_bins(offsets, gids, grid);
+  const int nt = resolve_threads(num_threads);
+  std::vector<Packed> pk;
+  pack_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(), n, nt, pk);
+  const float* col = colors.data_ptr<float>();
+
+  Tensor out = at::empty({nc, height, width}, colors.options());
+  Tensor t_final = at::empty({height, width}, colors.options());
+  Tensor last = at::empty({height, width}, gids.options());
+  float* po = out.data_ptr<float>();
+  float* pt = t_final.data_ptr<float>();
+  int32_t* pl = last.data_ptr<int32_t>();
+  const int64_t hw = height * width;
+
+#pragma omp parallel num_threads(nt)
+  {
+    TileState st;
+    std::vector<vf8> acc_v(static_cast<size_t>(nc) * kTilePix / kLanes);
+    float* acc = reinterpret_cast<float*>(acc_v.data());
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t tile = 0; tile < grid.count(); ++tile) {
+      std::fill(acc, acc + nc * kTilePix, 0.0f);
+      front_to_back(pk.data(), bins, tile, grid, st, [&](int64_t, int32_t g, const Box& b) {
+        const float* c = col + static_cast<int64_t>(g) * nc;
+        for (int64_t ch = 0; ch < nc; ++ch) {
+          const float cv = c[ch];
+          float* a = acc + ch * kTilePix;
+          for (int y = b.y_lo; y <= b.y_hi; ++y)
+            for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
+              const int i = y * kTile + xb;
+              storef(a + i, loadf(a + i) + loadf(st.w + i) * cv);
+            }
+        }
+      });
+      const int tx0 = static_cast<int>(tile % grid.gx) * kTile, ty0 = static_cast<int>(tile / grid.gx) * kTile;
+      const int tw = std::min(kTile, grid.width - tx0), th = std::min(kTile, grid.height - ty0);
+      for (int y = 0; y < th; ++y) {
+        const int64_t row = static_cast<int64_t>(ty0 + y) * width + tx0;
+        std::memcpy(pt + row, st.T + y * kTile, sizeof(float) * tw);
+        std::memcpy(pl + row, st.last + y * kTile, sizeof(int32_t) * tw);
+        for (int64_t ch = 0; ch < nc; ++ch)
+          std::memcpy(po + ch * hw + row, acc + ch * kTilePix + y * kTile, sizeof(float) * tw);
+      }
+    }
+  }
+  return {out, t_final, last};
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Backward (Inria's order: back to front from the last contributor, T recovered by division).
+// For a pixel with upstream gradients g (colour) and gT (final transmittance):
+//   dL/dalpha_j = T_j (g . c_j) - (S_j + T_final gT) / (1 - alpha_j),  S_j = sum_{i>j} (g . c_i) alpha_i T_i.
+// ------------------------------------------------------------------------------------------------------------
+std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
+    const Tensor& means2d, const Tensor& conics, const Tensor& opacities, const Tensor& colors,
+    const Tensor& offsets, const Tensor& gids, const Tensor& t_final, const Tensor& last, const Tensor& d_out,
+    const Tensor& d_t_final, int64_t num_threads) {
+  check_f32(means2d, "means2d", 2);
+  check_f32(conics, "conics", 2);
+  check_f32(opacities, "opacities", 1);
+  check_f32(colors, "colors", 2);
+  check_f32(t_final, "t_final", 2);
+  check_f32(d_out, "d_out", 3);
+  check_f32(d_t_final, "d_t_final", 2);
+  const int64_t n = means2d.size(0), nc = colors.size(1);
+  const int64_t height = t_final.size(0), width = t_final.size(1);
+  TORCH_CHECK(d_out.size(0) == nc && d_out.size(1) == height && d_out.size(2) == width, "d_out shape mismatch");
+  TORCH_CHECK(last.scalar_type() == at::kInt && last.is_contiguous(), "last must be contiguous int32");
+  const TileGrid grid(width, height);
+  const Bins bins = check_bins(offsets, gids, grid);
+  const int nt = resolve_threads(num_threads);
+  std::vector<Packed> pk;
+  pack_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(), n, nt, pk);
+  const float* col = colors.data_ptr<float>();
+  const float* ptf = t_final.data_ptr<float>();
+  const int32_t* plast = last.data_ptr<int32_t>();
+  const float* pdo = d_out.data_ptr<float>();
+  const float* pdt = d_t_final.data_ptr<float>();
+  const int64_t hw = height * width;
+  const int64_t d = 6 + nc;  // row: dmx, dmy, da, db, dc, dopacity, dcolor[C]
+  std::unique_ptr<float[]> rows(new float[static_cast<size_t>(bins.total) * d]);
+
+#pragma omp parallel num_threads(nt)
+  {
+    struct alignas(32) {
+      float T[kTilePix], S[kTilePix], K[kTilePix], w[kTilePix];
+      int32_t lst[kTilePix];
+    } st;
+    std::vector<vf8> g_v(static_cast<size_t>(nc) * kTilePix / kLanes);
+    float* g = reinterpret_cast<float*>(g_v.data());
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t tile = 0; tile < grid.count(); ++tile) {
+      const int64_t start = bins.off[tile], end = bins.off[tile + 1];
+      if (start == end) continue;
+      const int tx0 = static_cast<int>(tile % grid.gx) * kTile, ty0 = static_cast<int>(tile / grid.gx) * kTile;
+      const int tw = std::min(kTile, grid.width - tx0), th = std::min(kTile, grid.height - ty0);
+      int32_t max_last = 0;
+      for (int i = 0; i < kTilePix; ++i) {
+        st.T[i] = st.S[i] = st.K[i] = st.w[i] = 0.0f;
+        st.lst[i] = 0;
+      }
+      std::fill(g, g + nc * kTilePix, 0.0f);
+      for (int y = 0; y < th; ++y) {
+        const int64_t row = static_cast<int64_t>(ty0 + y) * width + tx0;
+        for (int x = 0; x < tw; ++x) {
+          const int i = y * kTile + x;
+          st.T[i] = ptf[row + x];
+          st.K[i] = ptf[row + x] * pdt[row + x];
+          st.lst[i] = plast[row + x];
+          max_last = std::max(max_last, st.lst[i]);
+        }
+        for (int64_t ch = 0; ch < nc; ++ch)
+          std::memcpy(g + ch * kTilePix + y * kTile, pdo + ch * hw + row, sizeof(float) * tw);
+      }
+      for (int64_t k = end - 1; k >= start; --k) {
+        float* r = rows.get() + k * d;
+        for (int64_t j = 0; j < d; ++j) r[j] = 0.0f;
+        const int32_t jl = static_cast<int32_t>(k - start);
+        if (jl >= max_last) continue;
+        const int32_t gi = bins.gid[k];
+        const Packed p = pk[gi];
+        Box b;
+        if (!gaussian_box(p, tx0, ty0, tw, th, b)) continue;
+        const float* c = col + static_cast<int64_t>(gi) * nc;
+        const vi8 jlv = splati(jl);
+        const float hc = -0.5f * p.c;
+        vf8 a_mx = splat(0.0f), a_my = a_mx, a_a = a_mx, a_b = a_mx, a_c = a_mx, a_o = a_mx;
+        for (int y = b.y_lo; y <= b.y_hi; ++y) {
+          const float dy = p.my - static_cast<float>(ty0 + y);
+          const float hc_dy2 = hc * (dy * dy);
+          for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
+            const int i = y * kTile + xb;
+            const PixelEval e = eval_chunk(p, dy, hc_dy2, static_cast<float>(tx0 + xb));
+            const vi8 valid = lane_mask(xb, b) & (jlv < loadi(st.lst + i)) & e.ok;
+            vf8 gc = splat(0.0f);  // g . c
+            for (int64_t ch = 0; ch < nc; ++ch) gc += loadf(g + ch * kTilePix + i) * c[ch];
+            const vf8 one_m = 1.0f - e.alpha;
+            const vf8 s_old = loadf(st.S + i), t_old = loadf(st.T + i);
+            const vf8 t = t_old / one_m;
+            const vf8 dl_dalpha = t * gc - (s_old + loadf(st.K + i)) / one_m;
+            const vf8 wt = e.alpha * t;
+            storef(st.S + i, valid ? s_old + gc * wt : s_old);
+            storef(st.T + i, valid ? t : t_old);
+            storef(st.w + i, valid ? wt : splat(0.0f));
+            const vf8 dl_dop = valid ? e.G * dl_dalpha : splat(0.0f);  // clamp passed through
+            const vf8 dl_dpow = dl_dop * p.o;                          // dL/dpower = dL/dG * G
+            a_o += dl_dop;
+            a_mx += dl_dpow * -(p.a * e.dx + p.b * dy);
+            a_my += dl_dpow * -(p.c * dy + p.b * e.dx);
+            a_a += dl_dpow * (-0.5f * (e.dx * e.dx));
+            a_b += dl_dpow * -(e.dx * dy);
+            a_c += dl_dpow * (-0.5f * (dy * dy));
+          }
+        }
+        r[0] = hsum(a_mx);
+        r[1] = hsum(a_my);
+        r[2] = hsum(a_a);
+        r[3] = hsum(a_b);
+        r[4] = hsum(a_c);
+        r[5] = hsum(a_o);
+        for (int64_t ch = 0; ch < nc; ++ch) {
+          const float* gch = g + ch * kTilePix;
+          vf8 acc = splat(0.0f);
+          for (int y = b.y_lo; y <= b.y_hi; ++y)
+            for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
+              const int i = y * kTile + xb;
+              acc += loadf(st.w + i) * loadf(gch + i);
+            }
+          r[6 + ch] = hsum(acc);
+        }
+      }
+    }
+  }
+  Tensor grads = at::empty({n, d}, colors.options());
+  reduce_rows(rows.get(), d, bins.gid, bins.total, n, nt, grads.data_ptr<float>());
+  // Split the packed per-Gaussian rows (copies are cheap next to the kernel).
+  Tensor d_means = at::empty({n, 2}, colors.options());
+  Tensor d_conics = at::empty({n, 3}, colors.options());
+  Tensor d_opac = at::empty({n}, colors.options());
+  Tensor d_colors = at::empty({n, nc}, colors.options());
+  const float* pg = grads.data_ptr<float>();
+  float *pm = d_means.data_ptr<float>(), *pc = d_conics.data_ptr<float>(), *pop = d_opac.data_ptr<float>(),
+        *pcol = d_colors.data_ptr<float>();
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float* s = pg + i * d;
+    pm[2 * i] = s[0];
+    pm[2 * i + 1] = s[1];
+    pc[3 * i] = s[2];
+    pc[3 * i + 1] = s[3];
+    pc[3 * i + 2] = s[4];
+    pop[i] = s[5];
+    std::memcpy(pcol + i * nc, s + 6, sizeof(float) * nc);
+  }
+  return {d_means, d_conics, d_opac, d_colors};
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Vote: votes [N, K] = sum over pixels of alpha * T * weights[pixel, :]  (forward only).
+// ------------------------------------------------------------------------------------------------------------
+Tensor rasterize_vote(const Tensor& means2d, const Tensor& conics, const Tensor& opacities, const Tensor& offsets,
+                      const Tensor& gids, const Tensor& weights, int64_t num_threads) {
+  check_f32(means2d, "means2d", 2);
+  check_f32(conics, "conics", 2);
+  check_f32(opacities, "opacities", 1);
+  check_f32(weights, "weights", 3);
+  const int64_t n = means2d.size(0);
+  const int64_t height = weights.size(0), width = weights.size(1), nk = weights.size(2);
+  const TileGrid grid(width, height);
+  const Bins bins = check_bins(offsets, gids, grid);
+  const int nt = resolve_threads(num_threads);
+  std::vector<Packed> pk;
+  pack_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(), n, nt, pk);
+  const float* pw = weights.data_ptr<float>();
+  std::vector<float> rows(static_cast<size_t>(bins.total) * nk, 0.0f);
+
+#pragma omp parallel num_threads(nt)
+  {
+    TileState st;
+    std::vector<vf8> wt_v(static_cast<size_t>(nk) * kTilePix / kLanes);  // tile weights, channel-major
+    float* wt = reinterpret_cast<float*>(wt_v.data());
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t tile = 0; tile < grid.count(); ++tile) {
+      if (bins.off[tile] == bins.off[tile + 1]) continue;
+      const int tx0 = static_cast<int>(tile % grid.gx) * kTile, ty0 = static_cast<int>(tile / grid.gx) * kTile;
+      const int tw = std::min(kTile, grid.width - tx0), th = std::min(kTile, grid.height - ty0);
+      std::fill(wt, wt + nk * kTilePix, 0.0f);
+      for (int y = 0; y < th; ++y)
+        for (int x = 0; x < tw; ++x) {
+          const float* src = pw + ((static_cast<int64_t>(ty0 + y) * width) + tx0 + x) * nk;
+          for (int64_t kk = 0; kk < nk; ++kk) wt[kk * kTilePix + y * kTile + x] = src[kk];
+        }
+      front_to_back(pk.data(), bins, tile, grid, st, [&](int64_t k, int32_t, const Box& b) {
+        float* r = rows.data() + k * nk;
+        for (int64_t kk = 0; kk < nk; ++kk) {
+          const float* wk = wt + kk * kTilePix;
+          vf8 acc = splat(0.0f);
+          for (int y = b.y_lo; y <= b.y_hi; ++y)
+            for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
+              const int i = y * kTile + xb;
+              acc += loadf(st.w + i) * loadf(wk + i);
+            }
+          r[kk] = hsum(acc);
+        }
+      });
+    }
+  }
+  Tensor votes = at::empty({n, nk}, weights.options());
+  reduce_rows(rows.data(), nk, bins.gid, bins.total, n, nt, votes.data_ptr<float>());
+  return votes;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(gs_cpu_rasterizer, m) {
+  m.def("bin(Tensor means2d, Tensor radii, Tensor depths, int width, int height, int num_threads)"
+        " -> (Tensor, Tensor, Tensor)",
+        &bin_gaussians);
+  m.def("forward(Tensor means2d, Tensor conics, Tensor opacities, Tensor colors, Tensor tile_offsets,"
+        " Tensor isect_gids, int width, int height, int num_threads) -> (Tensor, Tensor, Tensor)",
+        &rasterize_forward);
+  m.def("backward(Tensor means2d, Tensor conics, Tensor opacities, Tensor colors, Tensor tile_offsets,"
+        " Tensor isect_gids, Tensor t_final, Tensor last, Tensor d_out, Tensor d_t_final, int num_threads)"
+        " -> (Tensor, Tensor, Tensor, Tensor)",
+        &rasterize_backward);
+  m.def("vote(Tensor means2d, Tensor conics, Tensor opacities, Tensor tile_offsets, Tensor isect_gids,"
+        " Tensor weights, int num_threads) -> Tensor",
+        &rasterize_vote);
+}

@@ -1,0 +1,79 @@
+"""Render a trained model's train/test views into Inria's folders (<split>/ours_<iter>/{renders,gt}).
+
+    python render.py -m output/maryRose [--iteration N] [--skip_train] [--skip_test]
+
+Scene settings (source folder, resolution, --eval split, background) come from <model>/cfg_args; flags
+given here override them (e.g. -s when the source folder moved).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from utils.errors import cli_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from arguments import ModelParams, PipelineParams, add_arguments
+
+    p = argparse.ArgumentParser(description="Render train/test views of a trained 3DGS model (Inria's layout).")
+    add_arguments(p, ModelParams, "model (defaults from <model>/cfg_args)")
+    add_arguments(p, PipelineParams, "pipeline")
+    p.add_argument("--iteration", type=int, default=-1, help="iteration to render (default: newest saved)")
+    p.add_argument("--skip_train", action="store_true", help="do not render the training views")
+    p.add_argument("--skip_test", action="store_true", help="do not render the test views")
+    p.add_argument("--threads", dest="num_threads", type=int, default=argparse.SUPPRESS,
+                   help="threads for the rasterizer and torch (0: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+@cli_main
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import torch
+
+    from arguments import ModelParams, PipelineParams, extract, model_params_from_cfg, read_cfg_args
+    from scene.gaussian_model import GaussianModel
+    from scene.scene import Scene
+    from training.evaluation import render_set
+    from utils.errors import UserError
+
+    ns = build_parser().parse_args(argv)
+    model_path = Path(getattr(ns, "model_path", "") or "")
+    if not str(model_path) or not model_path.is_dir():
+        raise UserError(f"{model_path or '-m'}: model folder not found; pass -m/--model_path the folder "
+                        f"train.py wrote")
+    cfg_file = model_path / "cfg_args"
+    saved = model_params_from_cfg(read_cfg_args(cfg_file)) if cfg_file.is_file() else ModelParams()
+    params = extract(ModelParams, ns, base=saved)
+    params.model_path = str(model_path)
+    if not params.source_path:
+        raise UserError(f"{cfg_file}: names no source folder; pass -s/--source_path with the scene folder")
+    pipe = extract(PipelineParams, ns)
+    if pipe.num_threads > 0:
+        torch.set_num_threads(pipe.num_threads)
+
+    gaussians = GaussianModel(params.sh_degree)
+    scene = Scene(params, gaussians, load_iteration=ns.iteration)
+    background = torch.tensor([1.0, 1.0, 1.0] if params.white_background else [0.0, 0.0, 0.0])
+    cache = scene.image_cache(params.image_cache_mb)
+    assert scene.loaded_iter is not None
+    for name, views, skip in (("train", scene.train_cameras, ns.skip_train),
+                              ("test", scene.test_cameras, ns.skip_test)):
+        if skip:
+            continue
+        if not views:
+            if not ns.quiet:
+                print(f"no {name} views (train with --eval to hold out a test split)")
+            continue
+        out = render_set(model_path, name, scene.loaded_iter, views, gaussians, background, cache,
+                         pipe.backend, pipe.num_threads, progress=not ns.quiet)
+        if not ns.quiet:
+            print(f"{name}: {len(views)} views -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Train a 3D Gaussian Splatting model (Inria's algorithm, CLI and output folder; runs on the CPU).
+
+    python train.py -s ../shared/data/maryRose -m output/maryRose -r 1 --eval --preset cpu
+
+The loop lives in training/trainer.py; this script only parses flags. Ctrl-C stops after the current
+iteration, saves chkpntN.pth and point_cloud/iteration_N/point_cloud.ply, and exits with status 130;
+resume with --start_checkpoint <model>/chkpntN.pth (and the same flags).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional, Sequence
+
+from utils.errors import cli_main
+
+
+@cli_main
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import torch
+
+    from training.config import parse_train_args
+    from training.trainer import train
+
+    cfg, ns = parse_train_args(argv)
+    logging.basicConfig(level=logging.WARNING if cfg.quiet else logging.INFO, format="%(message)s")
+    if cfg.pipe.num_threads > 0:
+        torch.set_num_threads(cfg.pipe.num_threads)
+    if ns.detect_anomaly:
+        torch.autograd.set_detect_anomaly(True)
+    if not cfg.quiet:
+        print(f"Optimizing {cfg.model.model_path} ({cfg.preset} preset, {cfg.opt.iterations} iterations)",
+              flush=True)
+    result = train(cfg)
+    if result.interrupted:
+        saved = " and ".join(str(p) for p in (result.checkpoints[-1:] + result.saved_plys[-1:]))
+        print(f"interrupted at iteration {result.last_iteration}: saved {saved}; resume with "
+              f"--start_checkpoint {result.checkpoints[-1]}", file=sys.stderr)
+        return 130
+    if not cfg.quiet:
+        print(f"Training complete: {result.last_iteration} iterations, {result.num_gaussians} Gaussians, "
+              f"{result.it_per_s:.2f} it/s, {result.wall_time_s:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""The three jobs behind extract_features.py, dino_train.py and cluster.py (the scripts only parse flags).
+
+Folder layout (beside Inria's model folder)::
+
+    <SOURCE>/features.pt                      extract_features.py (default --out)
+    <MODEL>/features/gaussian_features.pt     dino_train.py: per-Gaussian features [N, C] + seen mask + stats
+    <MODEL>/features/config.json              dino_train.py: config, views, losses
+    <MODEL>/clusters/labels.npy               cluster.py: cluster id per Gaussian [N] int64
+    <MODEL>/clusters/clusters/cluster_XXX.ply one Inria PLY per non-empty cluster
+    <MODEL>/clusters/clustered.ply            the scene with SH DC = cluster colour (higher SH zeroed)
+    <MODEL>/clusters/renders/<view>.png       RGB render | cluster colouring
+    <MODEL>/clusters/clusters.json            config, sizes, timings
+    <MODEL>/clusters/selection/{labels.npy, extracted.ply, summary.json}
+                                              --select-by-mask: segment.py's format (1 / 0 / -1), so
+                                              eval_segmentation.py --labels .../selection/labels.npy scores it
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from features.clustering import (ClusterConfig, cluster_gaussians, cluster_mask_scores, palette, recoloured,
+                                 render_cluster_view, select_clusters, selection_labels)
+from features.extractors import ExtractorConfig, build_extractor, extract_feature_maps, load_features, save_features
+from features.field import FieldConfig, TargetMaps, field_paths, load_field, match_views, save_field, \
+    train_feature_field
+from utils.errors import UserError
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+# ----- extract_features.py ------------------------------------------------------------------------------
+def default_features_path(source_path: str | Path) -> Path:
+    return Path(source_path) / "features.pt"
+
+
+def run_extract(source_path: str, cfg: ExtractorConfig, out: str = "", images: str = "images",
+                resolution: int = -1, progress: bool = True, log: Log = _quiet) -> Path:
+    """Extract, PCA-compress and save the feature maps of every view of a scene; returns the file written."""
+    from scene.dataset_readers import read_scene
+
+    extractor = build_extractor(cfg)  # weights / packages are checked before any image is read
+    info = read_scene(source_path, images, resolution, eval=False)
+    cams = list(info.train_cameras) + list(info.test_cameras)
+    log(f"extractor {extractor.description}")
+    log(f"scene     {source_path}: {len(cams)} views at {cams[0].width}x{cams[0].height}")
+    t0 = time.perf_counter()
+    maps, meta = extract_feature_maps([(c.image_name, (lambda c=c: c.prepare_image(c.read_raw()))) for c in cams],
+                                      extractor, cfg, progress=progress)
+    meta.update(source_path=str(source_path), resolution=int(resolution), images=images, num_images=len(maps),
+                seconds=round(time.perf_counter() - t0, 3))
+    path = Path(out) if out else default_features_path(source_path)
+    save_features(path, maps, meta)
+    c, h, w = next(iter(maps.values())).shape
+    log(f"wrote     {path}: {len(maps)} maps of {c}x{h}x{w} float16 ({meta['extractor']}, PCA keeps "
+        f"{100 * meta['pca_explained_variance']:.1f}% of the variance) in {meta['seconds']:.1f} s")
+    return path
+
+
+# ----- dino_train.py ------------------------------------------------------------------------------------
+@dataclass
+class TrainJob:
+    model_path: str
+    features: str = ""          # features.pt (default: <source from cfg_args>/features.pt)
+    iteration: int = -1
+    source_path: str = ""       # override cfg_args' source (only used to find the training split)
+    field: FieldConfig = field(default_factory=FieldConfig)
+    device: str = "cpu"
+    progress: bool = True
+
+
+def run_train(job: TrainJob, log: Log = _quiet) -> tuple[Path, dict[str, Any]]:
+    """Train the per-Gaussian feature field of a model on its training views; returns (file, summary)."""
+    from scene.model_folder import load_model
+    from segmentation.views import load_views
+
+    params, gaussians, iteration = load_model(job.model_path, None if job.iteration < 0 else job.iteration,
+                                              device=job.device)
+    views = load_views(params, "train", job.source_path)
+    feat_path = Path(job.features) if job.features else default_features_path(job.source_path or params.source_path)
+    if not job.features and not feat_path.is_file():
+        raise UserError(f"{feat_path}: not found; run extract_features.py -s {job.source_path or params.source_path}"
+                        f" first or pass --features PATH")
+    maps, fmeta = load_features(feat_path)
+    train_names = {c.image_name for c in views.cameras}
+    targets = TargetMaps({k: v for k, v in maps.items() if k in train_names} or maps)
+    cams = match_views(views.cameras, targets, str(feat_path))
+    extractor = fmeta.get("extractor", "unknown")
+    log(f"model     {job.model_path} (iteration {iteration}, {len(gaussians)} Gaussians)")
+    log(f"features  {feat_path}: {targets.channels} channels, {fmeta.get('description', extractor)}")
+    log(f"training  {job.field.iterations} iterations on {len(cams)} {views.split} views at "
+        f"{cams[0].width}x{cams[0].height} (geometry frozen, lr {job.field.lr}, cosine {job.field.cosine_weight})")
+    t0 = time.perf_counter()
+    result = train_feature_field(gaussians, cams, targets, job.field, device=job.device, progress=job.progress)
+    seconds = time.perf_counter() - t0
+    path, cfg_path = field_paths(job.model_path)
+    meta = {"iteration": int(iteration), "features_file": str(feat_path), "extractor": extractor,
+            "extractor_description": fmeta.get("description", extractor), "seconds": round(seconds, 3)}
+    save_field(path, result, meta, cfg_path, job.field)
+    first = float(np.mean(result.losses[:10])) if result.losses else float("nan")
+    last = float(np.mean(result.losses[-10:])) if result.losses else float("nan")
+    log(f"loss      {first:.4f} (first 10 its) -> {last:.4f} (last 10 its); {int(result.seen.sum())} of "
+        f"{len(gaussians)} Gaussians seen; {seconds:.1f} s")
+    log(f"wrote     {path}")
+    return path, {"loss_first": first, "loss_last": last, "seconds": seconds, "seen": int(result.seen.sum())}
+
+
+# ----- cluster.py ---------------------------------------------------------------------------------------
+@dataclass
+class ClusterJob:
+    model_path: str
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    features: str = ""                        # gaussian_features.pt (default: <model>/features/...)
+    iteration: int = -1
+    out: str = ""                             # default <model>/clusters
+    select: list[tuple[str, str]] = field(default_factory=list)  # (view name, mask file) pairs
+    inside_frac: float = 0.5
+    render_views: int = 4
+    cluster_plys: bool = True
+    source_path: str = ""
+    backend: str = "auto"
+    num_threads: int = 0
+    device: str = "cpu"
+
+
+def _view_lookup(cameras: list[Any]) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for c in cameras:
+        table.setdefault(c.image_name, c)
+        table.setdefault(Path(c.image_name).name, c)
+        table.setdefault(Path(c.image_name).stem, c)
+    return table
+
+
+def load_mask_views(select: list[tuple[str, str]], cameras: list[Any]) -> list[tuple[Any, np.ndarray]]:
+    """(camera, mask [H, W] bool at the camera's size) for each (view name, mask file) pair."""
+    from utils.masks import read_binary_mask
+
+    table = _view_lookup(cameras)
+    out = []
+    for view, mask_file in select:
+        cam = table.get(view) or table.get(Path(view).stem)
+        if cam is None:
+            some = ", ".join(c.image_name for c in cameras[:4])
+            raise UserError(f"--select-by-mask {view}: no such view; use an image name such as {some}")
+        if not Path(mask_file).is_file():
+            raise UserError(f"{mask_file}: mask file not found; pass a binary mask image for view {view}")
+        out.append((cam, np.asarray(cam.prepare_mask(read_binary_mask(mask_file)), dtype=bool)))
+    return out
+
+
+def _remove_stale(folder: Path, pattern: str, keep: set[str]) -> None:
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if re.fullmatch(pattern, p.name) and p.name not in keep:
+                p.unlink()
+
+
+def run_cluster(job: ClusterJob, log: Log = _quiet) -> tuple[Path, dict[str, Any]]:
+    """Cluster a model's Gaussians by their learnt features; optionally select clusters by 2D masks."""
+    from scene.model_folder import load_model
+    from segmentation.export import ensure_writable, evenly_spaced, save_json, save_npy, save_png
+    from segmentation.views import load_views
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    params, gaussians, iteration = load_model(job.model_path, None if job.iteration < 0 else job.iteration,
+                                              device=job.device)
+    n = len(gaussians)
+    feat_path = Path(job.features) if job.features else field_paths(job.model_path)[0]
+    feats, seen, fmeta = load_field(feat_path, n)
+    out = ensure_writable(Path(job.out) if job.out else Path(job.model_path) / "clusters")
+    views = load_views(params, "all", job.source_path)
+    mask_views = load_mask_views(job.select, views.cameras) if job.select else []
+    timings["load"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    xyz = gaussians.get_xyz.detach().cpu().numpy()
+    ids = cluster_gaussians(feats.numpy(), xyz, job.cluster)
+    k = int(ids.max()) + 1 if n else 0
+    sizes = np.bincount(ids, minlength=k)
+    timings["kmeans"] = time.perf_counter() - t
+    log(f"clusters  {k} over {n} Gaussians ({'MiniBatchKMeans' if n > job.cluster.minibatch_above else 'KMeans'} "
+        f"on features x{job.cluster.feature_weight} + xyz x{job.cluster.xyz_weight}); sizes {sizes.tolist()}")
+
+    t = time.perf_counter()
+    outputs = ["labels.npy", "clustered.ply", "clusters.json"]
+    save_npy(out / "labels.npy", ids)
+    colors = palette(k)[ids]
+    recoloured(gaussians, colors).save_ply(out / "clustered.ply")
+    written = set()
+    if job.cluster_plys:
+        for c in range(k):
+            if sizes[c] > 0:
+                name = f"cluster_{c:03d}.ply"
+                gaussians.subset(torch.from_numpy(ids == c)).save_ply(out / "clusters" / name)
+                written.add(name)
+        outputs.append(f"clusters/ ({len(written)} PLYs)")
+    _remove_stale(out / "clusters", r"cluster_\d+\.ply", written)
+    color_t = torch.from_numpy(colors)
+    rendered = set()
+    for i in evenly_spaced(len(views.cameras), job.render_views):
+        cam = views.cameras[i]
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", cam.image_name) + ".png"
+        save_png(out / "renders" / name, render_cluster_view(cam, gaussians, color_t, job.backend, job.num_threads))
+        rendered.add(name)
+    if rendered:
+        outputs.append(f"renders/ ({len(rendered)} PNGs)")
+    timings["write"] = time.perf_counter() - t
+
+    summary: dict[str, Any] = {
+        "model_path": str(job.model_path), "iteration": int(iteration), "num_gaussians": n,
+        "features_file": str(feat_path), "extractor": fmeta.get("extractor"),
+        "extractor_description": fmeta.get("extractor_description"),
+        "config": asdict(job.cluster), "k": k, "sizes": sizes.tolist(),
+        "seen_gaussians": int(seen.sum()), "palette": palette(k).round(4).tolist(),
+        "values": "labels.npy: cluster id per Gaussian (0..k-1); clusters/cluster_XXX.ply holds cluster XXX",
+    }
+    if mask_views:
+        t = time.perf_counter()
+        scores = cluster_mask_scores(gaussians, ids, k, mask_views, job.backend, job.num_threads)
+        selected = select_clusters(scores, job.inside_frac)
+        labels = selection_labels(ids, selected, seen.numpy())
+        sel_dir = out / "selection"
+        save_npy(sel_dir / "labels.npy", labels)
+        gaussians.subset(torch.from_numpy(labels == 1)).save_ply(sel_dir / "extracted.ply")
+        frac = scores.fraction
+        sel_summary = {
+            "method": "feature-field clusters selected by 2D mask",
+            "model_path": str(job.model_path), "iteration": int(iteration), "num_gaussians": n,
+            "masks": {"format": "binary", "files": [m for _, m in job.select]},
+            "labels": {"ids": [1], "names": ["selected"],
+                       "values": "labels.npy: -1 undecided (feature never trained), 0 background, 1 selected"},
+            "views": {"used": len(mask_views), "used_names": [c.image_name for c, _ in mask_views]},
+            "inside_frac": job.inside_frac,
+            "clusters": {"selected": np.flatnonzero(selected).tolist(),
+                         "inside_fraction": [None if not np.isfinite(v) else round(float(v), 4) for v in frac]},
+            "gaussians": {"selected": int((labels == 1).sum()), "background": int((labels == 0).sum()),
+                          "undecided": int((labels == -1).sum())},
+        }
+        save_json(sel_dir / "summary.json", sel_summary)
+        timings["select"] = time.perf_counter() - t
+        summary["selection"] = {k_: sel_summary[k_] for k_ in ("clusters", "gaussians", "inside_frac")}
+        outputs.append("selection/{labels.npy, extracted.ply, summary.json}")
+        log(f"selected  clusters {np.flatnonzero(selected).tolist()} ({int((labels == 1).sum())} Gaussians) by "
+            f"{len(mask_views)} mask(s) with inside fraction >= {job.inside_frac}")
+    summary["timings_s"] = {k_: round(v, 4) for k_, v in timings.items()}
+    summary["outputs"] = outputs
+    save_json(out / "clusters.json", summary)
+    log(f"wrote     {out}: {', '.join(outputs)}")
+    return out, summary

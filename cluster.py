@@ -17,7 +17,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from utils.errors import cli_main
+from utils.errors import DefaultsHelpFormatter, cli_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = ClusterConfig()
     p = argparse.ArgumentParser(prog="cluster.py", description=__doc__.split("\n\n")[2].strip(),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("-m", "--model_path", "--model", required=True, help="trained model folder (Inria layout)")
     p.add_argument("--k", type=int, required=True, help="number of clusters")
     p.add_argument("--feature-weight", type=float, default=d.feature_weight, help="weight of the unit features")

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from utils.errors import cli_main
+from utils.errors import DefaultsHelpFormatter, cli_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = FieldConfig()
     p = argparse.ArgumentParser(prog="dino_train.py", description=__doc__.split("\n\n")[2].strip(),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("-m", "--model_path", "--model", required=True, help="trained model folder (Inria layout)")
     p.add_argument("--features", default="", help="features.pt from extract_features.py (default: "
                    "<source from cfg_args>/features.pt)")

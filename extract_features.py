@@ -16,12 +16,12 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from utils.errors import cli_main
+from utils.errors import DefaultsHelpFormatter, cli_main
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="extract_features.py", description=__doc__.split("\n\n")[2].strip(),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("-s", "--source_path", required=True, help="scene folder (COLMAP, LLFF or NeRF-synthetic)")
     p.add_argument("-i", "--images", default="images", help="image folder inside the source")
     p.add_argument("-r", "--resolution", type=int, default=-1,

@@ -143,7 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-m", "--model_path", default="", help="model folder (default: built-in synthetic scene)")
     p.add_argument("--masks", default="", help="mask folder / COCO json for -m (matched to training views)")
-    p.add_argument("--mask_format", default="auto", help="auto | binary | ids | sam | coco")
+    p.add_argument("--mask-format", "--mask_format", dest="mask_format", default="auto",
+                   help="auto | binary | ids | sam | coco (as segment.py --mask-format)")
     p.add_argument("--iteration", type=int, default=-1)
     p.add_argument("-s", "--source_path", default="", help="scene folder (default: cfg_args' source_path)")
     p.add_argument("--fraction", type=float, default=0.1, help="fraction of masked views for the second row")

@@ -1,6 +1,7 @@
 """User-facing errors: one line naming the file and the fix, non-zero exit, no traceback."""
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Callable, TypeVar
@@ -29,3 +30,15 @@ def cli_main(fn: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """ArgumentDefaultsHelpFormatter without the noise: no "(default: ...)" for on/off switches, empty or None
+    defaults, or help text that already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+                or action.default in (None, "", argparse.SUPPRESS) or "default" in text):
+            return text
+        return super()._get_help_string(action)

@@ -28,8 +28,9 @@ import numpy as np
 
 from affordance.annotations import SourceImage, find_sources, match_key, safe_stem
 from affordance.classes import ClassList, parse_classes
-from affordance.transfer import (KNN_BACKENDS, KnnTransfer, balanced_sample, collect_source_samples, evenly_spaced,
+from affordance.transfer import (KNN_BACKENDS, KnnTransfer, balanced_sample, collect_source_samples,
                                  pca_sample, resolve_knn_backend)
+from segmentation.export import caption, evenly_spaced
 from utils.errors import UserError
 
 SUMMARY_VERSION = 1
@@ -141,18 +142,6 @@ def view_file_stems(names: list[str]) -> dict[str, str]:
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:  # [H, W, 3] float in [0, 1] -> uint8
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def _caption(img: np.ndarray, text: str) -> np.ndarray:  # [H, W, 3] uint8, white text with a black outline
-    import cv2
-
-    img = img.copy()
-    scale = max(0.35, img.shape[1] / 400.0)
-    thick = max(1, int(round(scale * 1.5)))
-    org = (4, int(14 * scale) + 2)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
-    return img
 
 
 @dataclass
@@ -401,8 +390,8 @@ def _write_renders(out: Path, cams: list, gaussians: Any, labels: np.ndarray, cl
             continue
         photo = _to_uint8(cam.prepare_image(cam.read_raw()))
         lm3 = render_label_map(cam, gaussians, labels, classes.num_labels, cfg.backend, cfg.num_threads)
-        strip = np.concatenate([_caption(photo, "photo"), _caption(overlay(photo, maps[cam.image_name]), "2D"),
-                                _caption(overlay(photo, lm3), "3D")], axis=1)
+        strip = np.concatenate([caption(photo, "photo"), caption(overlay(photo, maps[cam.image_name]), "2D"),
+                                caption(overlay(photo, lm3), "3D")], axis=1)
         name = f"{stems[cam.image_name]}.png"
         save_png(out / "renders" / name, strip)
         written.append(name)

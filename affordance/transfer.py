@@ -212,14 +212,6 @@ def pca_sample(raw_maps: Sequence[np.ndarray], total: int, rng: np.random.Genera
     return np.concatenate(out).astype(np.float32)
 
 
-def evenly_spaced(n: int, k: int) -> list[int]:
-    if k <= 0 or n <= 0:
-        return []
-    if k >= n:
-        return list(range(n))
-    return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
-
-
 @dataclass
 class SourceSamples:
     """Projected, normalised source features with their classes, before subsampling."""

@@ -174,7 +174,8 @@ def overlay(rgb: np.ndarray, label_map: np.ndarray, strength: float = 0.55) -> n
     return out.astype(np.uint8)
 
 
-def _caption(img: np.ndarray, text: str) -> np.ndarray:
+def caption(img: np.ndarray, text: str) -> np.ndarray:
+    """White text with a black outline in the top-left corner (readable on any image). img: [H, W, 3] uint8."""
     import cv2
 
     img = img.copy()
@@ -205,7 +206,7 @@ def preview_row(ctx: PreviewContext, camera: Any, label_map: Optional[np.ndarray
 
     cam = preview_camera(camera, max_side)
     original = None
-    caption = "original"
+    title = "original"
     if ctx.has_images:
         try:
             original = (cam.load_image().permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
@@ -213,17 +214,18 @@ def preview_row(ctx: PreviewContext, camera: Any, label_map: Optional[np.ndarray
             original = None
     if original is None:
         original = render_rgb(cam, ctx.gaussians, ctx.background, ctx.backend, ctx.num_threads)
-        caption = "render"
-    panels = [_caption(original, caption),
-              _caption(render_rgb(cam, ctx.extracted, ctx.background, ctx.backend, ctx.num_threads), "extracted"),
-              _caption(render_rgb(cam, ctx.deleted, ctx.background, ctx.backend, ctx.num_threads), "deleted")]
+        title = "render"
+    panels = [caption(original, title),
+              caption(render_rgb(cam, ctx.extracted, ctx.background, ctx.backend, ctx.num_threads), "extracted"),
+              caption(render_rgb(cam, ctx.deleted, ctx.background, ctx.backend, ctx.num_threads), "deleted")]
     lm = np.zeros((cam.height, cam.width), np.int32) if label_map is None else \
         resize_nearest(np.asarray(label_map, dtype=np.int32), cam.width, cam.height)
-    panels.append(_caption(overlay(original, lm), "mask" + (f" {camera.image_name}" if max_side >= 200 else "")))
+    panels.append(caption(overlay(original, lm), "mask" + (f" {camera.image_name}" if max_side >= 200 else "")))
     return np.concatenate(panels, axis=1)
 
 
 def evenly_spaced(n: int, k: int) -> list[int]:
+    """k indices spread evenly over range(n), first and last included (all of them when k >= n)."""
     if k <= 0 or n <= 0:
         return []
     if k >= n:

@@ -225,7 +225,7 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = lambda s: None)
         ids = summary.get("labels", {}).get("ids")
         if fmt in ("ids", "sam", "coco") and isinstance(ids, list) and ids:
             gt_labels = ",".join(str(i) for i in ids)
-    gt = open_masks(cfg.gt_masks, views.cameras, cfg.gt_format, gt_labels)
+    gt = open_masks(cfg.gt_masks, views.cameras, cfg.gt_format, gt_labels, other_views=views.other_names)
     num_labels = gt.num_labels
     top = int(labels.max(initial=0))
     if top > num_labels:

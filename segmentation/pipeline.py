@@ -106,7 +106,7 @@ def run_segmentation(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: 
     else:
         raise UserError(f"{model_path}: no --masks given and no masks/ folder in the source; pass --masks with the "
                         "mask folder or COCO json")
-    mask_set = open_masks(masks_path, views.cameras, cfg.mask_format, cfg.labels)
+    mask_set = open_masks(masks_path, views.cameras, cfg.mask_format, cfg.labels, other_views=views.other_names)
     label_names = mask_set.label_names        # resolves --labels now: a bad id fails before any work
     label_ids = mask_set.label_ids
     num_labels = len(label_names)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -29,6 +29,7 @@ class Views:
     source_path: Optional[str]   # the scene folder read, None when cameras.json was used
     cameras_from: str            # "source" | "cameras.json"
     has_images: bool             # whether Camera.load_image can show the photos
+    other_names: list[str] = field(default_factory=list)  # image names of the scene's views outside this split
 
 
 def _split_by_name(cameras: list[Camera], split: str, eval_: bool) -> list[Camera]:
@@ -71,7 +72,9 @@ def load_views(params: ModelParams, split: str = "train", source_path: str = "",
         if not cams:
             raise UserError(f"{source}: no {split} views (the {info.scene_type} scene has "
                             f"{len(info.train_cameras) + len(info.test_cameras)} views); pick another --split")
-        return Views(list(cams), split, str(source), "source", True)
+        mine = {c.image_name for c in cams}
+        others = [c.image_name for c in info.train_cameras + info.test_cameras if c.image_name not in mine]
+        return Views(list(cams), split, str(source), "source", True, others)
 
     cam_file = model_path / "cameras.json"
     if not cam_file.is_file():
@@ -82,7 +85,8 @@ def load_views(params: ModelParams, split: str = "train", source_path: str = "",
     if source:
         warnings.warn(f"{source}: source folder (from {model_path / 'cfg_args'}) not found; using the cameras in "
                       f"{cam_file} (previews show renders, not photos). Pass -s to use the images", stacklevel=2)
-    cams = _split_by_name(read_cameras_json(cam_file), split, params.eval)
+    every = read_cameras_json(cam_file)
+    cams = _split_by_name(every, split, params.eval)
     if not cams:
         raise UserError(f"{cam_file}: no {split} views; pick another --split")
     # cameras.json already holds the training resolution: only an explicit -r rescales it again.
@@ -92,4 +96,5 @@ def load_views(params: ModelParams, split: str = "train", source_path: str = "",
             size = target_resolution(c.width, c.height, resolution)
             out.append(c if size == (c.width, c.height) else c.scaled(*size))
         cams = out
-    return Views(cams, split, None, "cameras.json", False)
+    mine = {c.image_name for c in cams}
+    return Views(cams, split, None, "cameras.json", False, [c.image_name for c in every if c.image_name not in mine])

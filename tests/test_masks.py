@@ -558,3 +558,16 @@ def test_mary_rose_masks():
             fractions.append(lm.mean())
     assert 0.02 < min(fractions) and max(fractions) < 0.9  # every view sees the tankard, none is all object
     assert read_binary_mask(root / "masks" / f"{stems[0]}.png").dtype == bool
+
+
+def test_masks_of_held_out_views_are_reported_as_another_split(tmp_path):
+    """Masks of --eval hold-out views are expected in a mask folder: say so instead of "match no view"."""
+    for name in ("a", "b", "held", "stray"):
+        _save(tmp_path / f"{name}.png", (_blob(12, 16) * 255).astype(np.uint8))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ms = open_masks(tmp_path, [_cam("a"), _cam("b")], other_views=["held.jpg"])
+    msgs = [str(w.message) for w in rec]
+    assert ms.matched_names == ["a", "b"]
+    assert any("1 mask files belong to views outside this split (e.g. held.png" in m for m in msgs), msgs
+    assert any("1 mask files match no view and are ignored (e.g. stray.png)" in m for m in msgs), msgs

@@ -656,7 +656,14 @@ def _match(path: Path, cameras: Sequence["Camera"], candidates: list[tuple[str, 
 
 
 def _warn_counts(path: Path, n_views: int, skipped: list[str], unmatched: list[str], what: str,
-                 stacklevel: int = 3) -> None:
+                 stacklevel: int = 3, other_views: Sequence[str] = ()) -> None:
+    other_keys = {match_key(v) for v in other_views}
+    if other_keys:
+        outside = [u for u in unmatched if match_key(u) in other_keys]
+        unmatched = [u for u in unmatched if match_key(u) not in other_keys]
+        if outside:
+            warnings.warn(f"{path}: {len(outside)} {what} belong to views outside this split (e.g. {outside[0]}, "
+                          f"held out by --eval) and are not used", stacklevel=stacklevel)
     if skipped:
         warnings.warn(f"{path}: {len(skipped)} of {n_views} views have no mask and are skipped "
                       f"(e.g. {skipped[0]})", stacklevel=stacklevel)
@@ -666,12 +673,13 @@ def _warn_counts(path: Path, n_views: int, skipped: list[str], unmatched: list[s
 
 
 def open_masks(path: str | Path, cameras: Sequence["Camera"], fmt: str = "auto",
-               labels: Optional[str | Iterable[Label]] = None) -> MaskSet:
+               labels: Optional[str | Iterable[Label]] = None, other_views: Sequence[str] = ()) -> MaskSet:
     """Index the masks at ``path`` for ``cameras`` (no mask pixels are read here).
 
     ``fmt``: "auto" | "binary" | "ids" | "sam" | "coco". ``labels``: ids to keep, in priority order
     (e.g. ``"3,7"`` or ``[3, 7]``; COCO also accepts category names); default all. Views without a mask
-    and masks without a view are counted in one warning each.
+    and masks without a view are counted in one warning each; ``other_views`` (image names of the scene's
+    views outside ``cameras``, e.g. the --eval hold-out) turns "matches no view" into "belongs to another split".
     """
     path = Path(path)
     if fmt not in FORMATS:
@@ -693,7 +701,7 @@ def open_masks(path: str | Path, cameras: Sequence["Camera"], fmt: str = "auto",
                    if match_key(c.image_name) in claimed]
         if kind == "png" and all(e.source.lower().endswith(LOSSY_EXTS) for e in entries):
             kind = "binary"  # JPEG masks are always thresholded
-        _warn_counts(path, n, skipped, unmatched, "mask files")
+        _warn_counts(path, n, skipped, unmatched, "mask files", other_views=other_views)
         return MaskSet(path, kind, entries, skipped, unmatched, picked)
 
     if kind == "sam":
@@ -707,7 +715,7 @@ def open_masks(path: str | Path, cameras: Sequence["Camera"], fmt: str = "auto",
             if key in claimed:
                 folder: Path = claimed[key][1]
                 entries.append(_Entry(c, str(folder), tuple(_sam_files(folder))))
-        _warn_counts(path, n, skipped, unmatched, "SAM folders")
+        _warn_counts(path, n, skipped, unmatched, "SAM folders", other_views=other_views)
         return MaskSet(path, "sam", entries, skipped, unmatched, picked)
 
     # coco
@@ -717,10 +725,11 @@ def open_masks(path: str | Path, cameras: Sequence["Camera"], fmt: str = "auto",
         if len(found) != 1:
             raise UserError(f"{path}: expected one COCO .json in the folder, found {len(found)}; pass the file")
         json_path = found[0]
-    return _open_coco(json_path, cameras, picked)
+    return _open_coco(json_path, cameras, picked, other_views)
 
 
-def _open_coco(path: Path, cameras: Sequence["Camera"], picked: Optional[list[Label]]) -> MaskSet:
+def _open_coco(path: Path, cameras: Sequence["Camera"], picked: Optional[list[Label]],
+               other_views: Sequence[str] = ()) -> MaskSet:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -750,7 +759,7 @@ def _open_coco(path: Path, cameras: Sequence["Camera"], picked: Optional[list[La
     for cat in data.get("categories") or ():
         if isinstance(cat, dict) and isinstance(cat.get("id"), int) and isinstance(cat.get("name"), str):
             categories[cat["id"]] = cat["name"]
-    _warn_counts(path, len(cameras), skipped, unmatched, "COCO images", stacklevel=4)
+    _warn_counts(path, len(cameras), skipped, unmatched, "COCO images", stacklevel=4, other_views=other_views)
     return MaskSet(path, "coco", entries, skipped, unmatched, picked, categories)
 
 

@@ -32,6 +32,7 @@ from affordance.transfer import (KNN_BACKENDS, KnnTransfer, balanced_sample, col
                                  pca_sample, resolve_knn_backend)
 from segmentation.export import caption, evenly_spaced
 from utils.errors import UserError
+from utils.timing import Laps
 
 SUMMARY_VERSION = 1
 BACKGROUND_RGB = (0.62, 0.62, 0.62)
@@ -190,12 +191,8 @@ def run_affordance(cfg: AffordanceConfig, log: Log = lambda s: None) -> Affordan
     from segmentation.voting import accumulate_votes, label_counts, make_selection
 
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str, t0: float) -> float:
-        now = time.perf_counter()
-        timings[name] = round(now - t0, 4)
-        return now
+    laps = Laps()
+    lap, timings = laps.lap, laps.timings
 
     _check(cfg)
     classes = parse_classes(cfg.classes)

@@ -14,6 +14,7 @@ from segmentation.views import SPLITS, load_views
 from segmentation.voting import (UNDECIDED_MODES, Selection, accumulate_votes, label_counts, make_selection,
                                  parse_views, resolve_undecided_mode, select_views)
 from utils.errors import UserError
+from utils.timing import Laps
 
 SUMMARY_VERSION = 1
 
@@ -74,12 +75,8 @@ def run_segmentation(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: 
     from utils.masks import open_masks
 
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str, t0: float) -> float:
-        now = time.perf_counter()
-        timings[name] = round(now - t0, 4)
-        return now
+    laps = Laps()
+    lap, timings = laps.lap, laps.timings
 
     _check_config(cfg)
     view_spec = parse_views(cfg.views)

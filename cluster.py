@@ -17,6 +17,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from segmentation.cli import add_compute_args, set_torch_threads
 from utils.errors import DefaultsHelpFormatter, cli_main
 
 
@@ -45,10 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use MiniBatchKMeans above this many Gaussians")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("-s", "--source_path", default="", help="scene folder (default: cfg_args'; else cameras.json)")
-    p.add_argument("--backend", default="auto", choices=("auto", "cpu", "reference", "inria", "gsplat"))
-    p.add_argument("--num_threads", type=int, default=0,
-                   help="CPU threads for the rasterizer and torch (0: all cores)")
-    p.add_argument("--device", default="cpu")
+    add_compute_args(p, threads_help="CPU threads for the rasterizer and torch (default 0: all cores)")
     return p
 
 
@@ -60,10 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from utils.errors import UserError
 
     a = build_parser().parse_args(argv)
-    if a.num_threads > 0:  # like train.py: small per-Gaussian tensors gain nothing from extra torch threads
-        import torch
-
-        torch.set_num_threads(a.num_threads)
+    set_torch_threads(a.num_threads)
     if a.k < 1:
         raise UserError(f"--k {a.k}: must be >= 1")
     if not 0.0 <= a.inside_frac <= 1.0:

@@ -15,6 +15,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from segmentation.cli import add_compute_args, set_torch_threads
 from utils.errors import DefaultsHelpFormatter, cli_main
 
 
@@ -35,11 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cosine-weight", type=float, default=d.cosine_weight,
                    help="weight of the (1 - cosine similarity) loss term added to L1")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--backend", default="auto", choices=("auto", "cpu", "reference", "inria", "gsplat"),
-                   help="rasterizer backend")
-    p.add_argument("--num_threads", type=int, default=0,
-                   help="CPU threads for the rasterizer and torch (0: all cores)")
-    p.add_argument("--device", default="cpu")
+    add_compute_args(p, threads_help="CPU threads for the rasterizer and torch (default 0: all cores)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return p
 
@@ -51,10 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from segmentation.cli import one_line_warnings
 
     a = build_parser().parse_args(argv)
-    if a.num_threads > 0:  # like train.py: small per-Gaussian tensors gain nothing from extra torch threads
-        import torch
-
-        torch.set_num_threads(a.num_threads)
+    set_torch_threads(a.num_threads)
     cfg = FieldConfig(iterations=a.iterations, lr=a.lr, cosine_weight=a.cosine_weight, backend=a.backend,
                       num_threads=a.num_threads, seed=a.seed)
     job = TrainJob(model_path=a.model_path, features=a.features, iteration=a.iteration, source_path=a.source_path,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from segmentation.cli import add_compute_args
 from utils.errors import cli_main
 
 
@@ -36,9 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--images", default="")
     p.add_argument("-r", "--resolution", type=int, default=0)
     p.add_argument("--out", default="", help="JSON path (default: eval_affordance.json beside the inputs)")
-    p.add_argument("--backend", default="auto", choices=("auto", "cpu", "reference", "inria", "gsplat"))
-    p.add_argument("--num_threads", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_compute_args(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from segmentation.cli import add_compute_args
 from utils.errors import cli_main
 
 
@@ -32,10 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--images", default="")
     p.add_argument("-r", "--resolution", type=int, default=0, help="default 0: as trained")
     p.add_argument("--out", default="", help="eval.json path (default: beside labels.npy)")
-    p.add_argument("--backend", default="auto", choices=("auto", "cpu", "reference", "inria", "gsplat"),
-                   help="rasterizer backend (default auto)")
-    p.add_argument("--num_threads", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_compute_args(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 

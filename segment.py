@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from segmentation.cli import add_compute_args
 from utils.errors import UserError, cli_main
 
 UNDECIDED_HELP = (
@@ -63,10 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preview-size", type=int, default=480, help="longest side of a preview panel in px (default 480)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     g = p.add_argument_group("rendering")
-    g.add_argument("--backend", default="auto", choices=("auto", "cpu", "reference", "inria", "gsplat"),
-                   help="rasterizer backend (default auto: CUDA if available, else the native CPU one)")
-    g.add_argument("--num_threads", type=int, default=0, help="CPU threads (default 0: all cores)")
-    g.add_argument("--device", default="cpu", help="device holding the Gaussians (default cpu; cuda with a CUDA backend)")
+    add_compute_args(g, device_help="device holding the Gaussians (default cpu; cuda with a CUDA backend)")
     g = p.add_argument_group("demo")
     g.add_argument("--demo", action="store_true", help="run the built-in demo (also: no arguments at all)")
     g.add_argument("--demo-objects", default="ball",

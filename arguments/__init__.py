@@ -38,6 +38,11 @@ class ModelParams:
     image_cache_mb: int = _f(2048, "memory budget for decoded images; beyond it images are loaded lazily")
 
 
+# Rasterizer backend names (gaussian_renderer.rasterization selects among them); here so that argument
+# parsing needs no torch import.
+BACKENDS = ("auto", "cpu", "reference", "inria", "gsplat")
+
+
 @dataclass
 class PipelineParams:
     """Rendering options (Inria's PipelineParams plus the backend choice)."""

@@ -8,7 +8,7 @@ import importlib.util
 import torch
 from torch import Tensor
 
-BACKENDS = ("auto", "cpu", "reference", "inria", "gsplat")
+from arguments import BACKENDS
 _CUDA_PACKAGES = {"inria": "diff_gaussian_rasterization", "gsplat": "gsplat"}
 _INSTALL = {
     "inria": "pip install --no-build-isolation git+https://github.com/graphdeco-inria/diff-gaussian-rasterization",

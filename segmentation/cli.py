@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import sys
 import warnings
-from typing import Iterator
+from typing import Any, Iterator
+
+from arguments import BACKENDS
 
 
 @contextlib.contextmanager
@@ -19,3 +21,22 @@ def one_line_warnings() -> Iterator[None]:
         warnings.simplefilter("default")
         warnings.showwarning = show
         yield
+
+
+def add_compute_args(p: Any, device_help: str = "torch device holding the Gaussians (default cpu)",
+                     threads_help: str = "CPU threads (default 0: all cores)") -> None:
+    """--backend, --num_threads, --device, the same in every script. p: a parser or an argument group."""
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="rasterizer backend (default auto: a CUDA backend when the Gaussians are on a CUDA device "
+                        "and one is installed, else the native CPU one)")
+    p.add_argument("--num_threads", type=int, default=0, help=threads_help)
+    p.add_argument("--device", default="cpu", help=device_help)
+
+
+def set_torch_threads(num_threads: int) -> None:
+    """Cap torch's intra-op threads when the user asked for a count (small per-Gaussian tensors gain nothing
+    from extra threads on a shared CPU, as in train.py)."""
+    if num_threads > 0:
+        import torch
+
+        torch.set_num_threads(num_threads)

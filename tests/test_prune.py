@@ -36,13 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 BACKEND = "cpu" if "cpu" in available_backends() else "reference"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These scenes are tiny: one thread avoids OpenMP/torch pool contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model(means, scales, opacities, colors, quats=None) -> GaussianModel:

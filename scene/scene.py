@@ -124,6 +124,7 @@ class Scene:
         self.test_cameras: list[Camera] = list(scene_info.test_cameras)
         self.cameras_extent = float(scene_info.nerf_normalization["radius"])
         self.initial_points: Optional[BasicPointCloud] = None
+        self.random_init = False  # True when the dataset had no points and random ones were drawn
 
         if self.loaded_iter is not None:
             self.gaussians.load_ply(ply_path(self.model_path, self.loaded_iter))
@@ -131,6 +132,7 @@ class Scene:
         check_model_path(self.model_path)
         pcd = scene_info.point_cloud
         if pcd is None or len(pcd.points) == 0:
+            self.random_init = True
             if random_init_points <= 0:
                 raise UserError(f"{args.source_path}: the scene has no points; pass --random_init_points > 0")
             log.info("%s: no points in the dataset; initialising %d random points (%s) in the scene bounds",

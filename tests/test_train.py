@@ -261,18 +261,63 @@ def test_different_seed_changes_the_run(tmp_path: Path) -> None:
     assert not np.array_equal(pa.f_dc, pb.f_dc)
 
 
+def test_opacity_regulariser_fades_only_what_no_view_constrains(tmp_path: Path) -> None:
+    """--lambda_opacity: a Gaussian no training view sees gets no data gradient, so without the term Adam
+    leaves it exactly as initialised (a floater that survives training); with it, it fades. The Gaussians
+    the views do see still fit the images about as well."""
+    info = generated_scene()
+    hidden = np.array([[0.0, 0.0, 30.0]], dtype=np.float32)   # straight above: every camera looks down
+    pcd = info.point_cloud
+    info = dataclasses.replace(info, point_cloud=BasicPointCloud(np.concatenate([pcd.points, hidden]),
+                                                                 np.concatenate([pcd.colors, [[0.5] * 3]]), None))
+    n = 40
+    runs = {}
+    for lam in (0.0, 0.1):
+        cfg = small_config(tmp_path / str(lam), n, lambda_opacity=lam, densify_from_iter=10 * n)
+        cfg.test_iterations = [n]
+        res = train(cfg, scene_info=info)
+        ply = read_gaussian_ply(tmp_path / str(lam) / "point_cloud" / f"iteration_{n}" / "point_cloud.ply")
+        assert len(ply) == len(info.point_cloud.points)          # no densification: the order is kept
+        runs[lam] = (float(1.0 / (1.0 + np.exp(-ply.opacity[-1, 0]))), res.evaluations[n]["train"]["l1"])
+    assert runs[0.0][0] == pytest.approx(0.1, abs=1e-6)           # untouched: Inria's initial opacity
+    assert runs[0.1][0] < 0.06                                    # faded
+    assert runs[0.1][1] < 1.1 * runs[0.0][1], runs                # the visible scene fits as well
+
+
+def test_random_init_opacity_weight_applies_only_to_random_init(tmp_path: Path) -> None:
+    """random_init_lambda_opacity replaces opt.lambda_opacity when the dataset has no points, not otherwise."""
+    info = generated_scene()
+    empty = dataclasses.replace(info, point_cloud=None)
+
+    def run(name: str, scene_info: SceneInfo, weight: float) -> list[float]:
+        cfg = small_config(tmp_path / name, 20, densify_from_iter=100)
+        cfg.random_init_lambda_opacity = weight
+        cfg.random_init_points = 500
+        seen: list[float] = []
+        train(cfg, scene_info=scene_info, on_iteration=lambda it, g: seen.append(float(g.get_opacity.detach().mean())))
+        return seen
+
+    assert run("points", info, 0.5) == run("points_ref", info, 0.0)      # dataset points: Inria's loss
+    with_term, without = run("random", empty, 0.5), run("random_ref", empty, 0.0)
+    assert with_term[-1] < 0.97 * without[-1], (with_term[-1], without[-1])   # random init: pushed down
+
+
 # ----- presets and CLI ---------------------------------------------------------------------------------------
 def test_cpu_preset_scales_schedule_and_flags_win() -> None:
     p = build_parser()
     cfg = config_from_args(p.parse_args(["-s", str(REPO), "--preset", "cpu"]))
     assert cfg.opt.iterations < 30_000 and cfg.opt.position_lr_max_steps == cfg.opt.iterations
     assert cfg.opt.densify_until_iter <= cfg.opt.iterations and cfg.save_iterations == [cfg.opt.iterations]
+    # the opacity term is for random-init scenes only, unless given explicitly
+    assert cfg.opt.lambda_opacity == 0.0 and cfg.random_init_lambda_opacity == 0.3
     cfg2 = config_from_args(p.parse_args(["-s", str(REPO), "--preset", "cpu", "--iterations", "1000",
-                                          "--densify_until_iter", "123", "--threads", "1"]))
+                                          "--densify_until_iter", "123", "--threads", "1", "--lambda_opacity", "0"]))
     assert cfg2.opt.iterations == 1000 and cfg2.opt.position_lr_max_steps == 1000
     assert cfg2.opt.densify_until_iter == 123 and cfg2.pipe.num_threads == 1
+    assert cfg2.opt.lambda_opacity == 0.0 and cfg2.random_init_lambda_opacity == 0.0
     inria = config_from_args(p.parse_args(["-s", str(REPO)]))
     assert inria.opt == OptimizationParams() and inria.random_init_points == 100_000
+    assert inria.opt.lambda_opacity == 0.0 and inria.random_init_lambda_opacity == 0.0   # Inria's loss
     assert inria.test_iterations == [7000, 30000] and inria.save_iterations == [7000, 30000]
 
 

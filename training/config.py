@@ -30,6 +30,7 @@ class TrainConfig:
     seed: int = 0                            # seeds init, view order, random background, split samples
     random_init_points: int = 100_000        # points drawn when the dataset has none (Inria: 100k)
     random_init: str = "uniform"             # "uniform" (Inria, grey) or "images" (coloured from the views)
+    random_init_lambda_opacity: float = 0.0  # opt.lambda_opacity used instead when the init is random
     sh_increase_interval: int = 1000         # raise the active SH degree every this many iterations
     min_opacity: float = 0.005               # Inria's pruning threshold in densify_and_prune
     device: str = "cpu"                      # where the Gaussians live
@@ -105,6 +106,9 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
         seed=ns.seed,
         random_init_points=init_points,
         random_init=init_mode,
+        # an explicit --lambda_opacity applies to every scene; otherwise random-init scenes get the preset's
+        random_init_lambda_opacity=(opt.lambda_opacity if hasattr(ns, "lambda_opacity")
+                                    else preset.random_init_lambda_opacity),
         device=ns.device,
         preset=preset.name,
         progress=not ns.quiet,

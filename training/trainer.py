@@ -169,6 +169,10 @@ def train(cfg: TrainConfig, scene_info: Optional[SceneInfo] = None,
     scene = Scene(model, gaussians, random_init_points=cfg.random_init_points, seed=cfg.seed,
                   scene_info=scene_info, random_init=cfg.random_init, image_cache=cache)
     write_cfg_args(model_path / "cfg_args", model)
+    if scene.random_init and cfg.random_init_lambda_opacity != opt.lambda_opacity:
+        opt = dataclasses.replace(opt, lambda_opacity=cfg.random_init_lambda_opacity)
+        _echo(None, cfg.quiet, f"random init: loss += {opt.lambda_opacity:g} x mean opacity (fades unconstrained "
+                               f"points; {cfg.preset} preset, --lambda_opacity overrides)")
     gaussians.training_setup(opt)
 
     seed = cfg.seed
@@ -236,6 +240,8 @@ def train(cfg: TrainConfig, scene_info: Optional[SceneInfo] = None,
             gt = cam.load_image(cache, device)
             ll1 = l1_loss(image, gt)
             loss = (1.0 - lambda_dssim) * ll1 + lambda_dssim * (1.0 - ssim(image, gt))
+            if opt.lambda_opacity > 0.0:
+                loss = loss + opt.lambda_opacity * gaussians.get_opacity.mean()
             loss.backward()
 
             with torch.no_grad():

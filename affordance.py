@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from segmentation.cli import add_compute_args
+from segmentation.cli import add_compute_args, add_view_args
 from utils.errors import cli_main
 
 
@@ -33,10 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sources", required=True, help="folder of annotated source images (layout below)")
     g.add_argument("--classes", default=None, help="class names in label order, background first: a,b,c or a "
                    "file with one name per line (default: the UMD part-affordance classes)")
-    g.add_argument("--iteration", type=int, default=-1, help="point_cloud/iteration_N (default -1: newest)")
-    g.add_argument("-s", "--source_path", default="", help="scene folder (default: the one in MODEL/cfg_args)")
-    g.add_argument("-i", "--images", default="", help="image folder inside the scene (default: cfg_args')")
-    g.add_argument("-r", "--resolution", type=int, default=0, help="0: as trained; else Inria's -r")
+    add_view_args(g)
     g.add_argument("--split", default="train", choices=("train", "test", "all"),
                    help="target views labelled and voted (default train)")
     g = p.add_argument_group("features and 2D transfer")

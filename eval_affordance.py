@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from segmentation.cli import add_compute_args
+from segmentation.cli import add_compute_args, add_view_args
 from utils.errors import cli_main
 
 
@@ -32,10 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="views the 3D labelling is rendered into (default test: the --eval hold-out)")
     p.add_argument("--include-annotated", action="store_true",
                    help="2D: also score views whose label maps were the annotated input (default: excluded)")
-    p.add_argument("--iteration", type=int, default=-1)
-    p.add_argument("-s", "--source_path", default="")
-    p.add_argument("-i", "--images", default="")
-    p.add_argument("-r", "--resolution", type=int, default=0)
+    add_view_args(p)
     p.add_argument("--out", default="", help="JSON path (default: eval_affordance.json beside the inputs)")
     add_compute_args(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")

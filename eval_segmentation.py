@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from segmentation.cli import add_compute_args
+from segmentation.cli import add_compute_args, add_view_args
 from utils.errors import cli_main
 
 
@@ -28,10 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ground-truth mask format (default: auto-detected)")
     p.add_argument("--gt-labels", default=None, help="GT ids in labels.npy's order, e.g. 3,7 (default: the ids "
                    "segment.py used, from summary.json beside labels.npy)")
-    p.add_argument("--iteration", type=int, default=-1, help="point_cloud/iteration_N (default -1: newest)")
-    p.add_argument("-s", "--source_path", default="", help="scene folder (default: cfg_args')")
-    p.add_argument("-i", "--images", default="")
-    p.add_argument("-r", "--resolution", type=int, default=0, help="default 0: as trained")
+    add_view_args(p)
     p.add_argument("--out", default="", help="eval.json path (default: beside labels.npy)")
     add_compute_args(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")

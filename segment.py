@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from segmentation.cli import add_compute_args
+from segmentation.cli import add_compute_args, add_view_args
 from utils.errors import UserError, cli_main
 
 UNDECIDED_HELP = (
@@ -31,12 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="%(prog)s [-m MODEL --masks MASKS] [options]   (no arguments: built-in demo)")
     g = p.add_argument_group("model and views")
     g.add_argument("-m", "--model_path", "--model", default="", help="trained model folder (Inria layout)")
-    g.add_argument("--iteration", type=int, default=-1, help="point_cloud/iteration_N to load (default -1: newest)")
-    g.add_argument("-s", "--source_path", default="", help="scene folder (default: the one in MODEL/cfg_args; "
-                   "without it the cameras come from MODEL/cameras.json)")
-    g.add_argument("-i", "--images", default="", help="image folder inside the source (default: cfg_args')")
-    g.add_argument("-r", "--resolution", type=int, default=0,
-                   help="0: as trained (cfg_args); else Inria's -r (1/2/4/8 divide, >8 target width)")
+    add_view_args(g, source_help="scene folder (default: the one in MODEL/cfg_args; without it the cameras come "
+                                 "from MODEL/cameras.json)")
     g.add_argument("--split", default="train", choices=("train", "test", "all"),
                    help="views to use (default train: what the model was trained on, the --eval hold-out excluded)")
     g = p.add_argument_group("masks")

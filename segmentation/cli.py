@@ -33,6 +33,16 @@ def add_compute_args(p: Any, device_help: str = "torch device holding the Gaussi
     p.add_argument("--device", default="cpu", help=device_help)
 
 
+def add_view_args(p: Any, source_help: str = "scene folder (default: the one in MODEL/cfg_args)") -> None:
+    """--iteration, -s, -i, -r: which saved model and which views/resolution, the same in every script that
+    loads a trained model with its cameras. p: a parser or an argument group."""
+    p.add_argument("--iteration", type=int, default=-1, help="point_cloud/iteration_N to load (default -1: newest)")
+    p.add_argument("-s", "--source_path", default="", help=source_help)
+    p.add_argument("-i", "--images", default="", help="image folder inside the scene (default: cfg_args')")
+    p.add_argument("-r", "--resolution", type=int, default=0,
+                   help="0: as trained (cfg_args); else Inria's -r (1/2/4/8 divide, >8 target width)")
+
+
 def set_torch_threads(num_threads: int) -> None:
     """Cap torch's intra-op threads when the user asked for a count (small per-Gaussian tensors gain nothing
     from extra threads on a shared CPU, as in train.py)."""

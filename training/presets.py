@@ -45,7 +45,7 @@ def _inria_schedule(iterations: int) -> dict[str, Any]:
 # gradient and survive as opaque floaters that occlude the object in novel views; with Adam even a small term
 # fades them, while Gaussians the images constrain barely feel it. maryRose -w, 2000 iterations (held-out PSNR
 # / all-masks segmentation mIoU / mAcc / Gaussians): 0 -> 18.80 dB / 0.898 / 0.954 / 25.1k; 0.01 -> 19.10 /
-# 0.911 / 0.959; 0.1 -> 19.43 / 0.927 / 0.967; 0.3 -> 19.18 / 0.936 / 0.971 / 12.8k; 0.5 -> 18.80 / 0.935 /
+# 0.911 / 0.959; 0.1 -> 19.43 / 0.927 / 0.967; 0.3 -> 19.18 / 0.935 / 0.971 / 12.8k; 0.5 -> 18.80 / 0.935 /
 # 0.970; 2.0 -> 15.11 dB, 925 Gaussians (too strong). Scenes with SfM points have no such free-space points
 # and lose detail instead (fern: 25.69 -> 23.99 dB, 82k -> 18.7k Gaussians), so they keep Inria's loss.
 CPU_RANDOM_INIT_LAMBDA_OPACITY = 0.3

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from arguments import ModelParams, OptimizationParams  # noqa: E402
 from scene.gaussian_model import GaussianModel, random_point_cloud  # noqa: E402
-from utils.loss_utils import l1_loss, ssim  # noqa: E402
+from utils.loss_utils import training_loss  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 
@@ -75,7 +75,7 @@ def _phase_step(cam: Any, g: GaussianModel, gt: torch.Tensor, bg: torch.Tensor, 
     out, t_final = composite(means2d, proj.conics, g.get_opacity.reshape(-1), feats, offsets, gids, w, h, threads)
     image = out[:3] + t_final[None] * bg[:, None, None]
     t = tick("forward", t)
-    loss = 0.8 * l1_loss(image, gt) + 0.2 * (1.0 - ssim(image, gt))
+    loss = training_loss(image, gt, 0.2)
     t = tick("loss", t)
     loss.backward()
     t = tick("backward", t)
@@ -97,7 +97,7 @@ def _whole_step(cam: Any, g: GaussianModel, gt: torch.Tensor, bg: torch.Tensor, 
     t0 = time.perf_counter()
     pkg = render(cam, g, bg, backend="cpu", num_threads=threads)
     t1 = time.perf_counter()
-    loss = 0.8 * l1_loss(pkg["render"], gt) + 0.2 * (1.0 - ssim(pkg["render"], gt))
+    loss = training_loss(pkg["render"], gt, 0.2)
     t2 = time.perf_counter()
     loss.backward()
     t3 = time.perf_counter()

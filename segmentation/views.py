@@ -32,6 +32,12 @@ class Views:
     other_names: list[str] = field(default_factory=list)  # image names of the scene's views outside this split
 
 
+def _other_names(every: list[Camera], chosen: list[Camera]) -> list[str]:
+    """Image names of the scene's views that are not in ``chosen`` (masks for them are not "unmatched")."""
+    mine = {c.image_name for c in chosen}
+    return [c.image_name for c in every if c.image_name not in mine]
+
+
 def _split_by_name(cameras: list[Camera], split: str, eval_: bool) -> list[Camera]:
     """cameras.json carries no split: NeRF-synthetic names say it (``train/…``, ``test/…``), otherwise
     Inria's rule on sorted names (every 8th view is a test view) is applied when the model used --eval."""
@@ -72,9 +78,8 @@ def load_views(params: ModelParams, split: str = "train", source_path: str = "",
         if not cams:
             raise UserError(f"{source}: no {split} views (the {info.scene_type} scene has "
                             f"{len(info.train_cameras) + len(info.test_cameras)} views); pick another --split")
-        mine = {c.image_name for c in cams}
-        others = [c.image_name for c in info.train_cameras + info.test_cameras if c.image_name not in mine]
-        return Views(list(cams), split, str(source), "source", True, others)
+        return Views(list(cams), split, str(source), "source", True,
+                     _other_names(info.train_cameras + info.test_cameras, cams))
 
     cam_file = model_path / "cameras.json"
     if not cam_file.is_file():
@@ -96,5 +101,4 @@ def load_views(params: ModelParams, split: str = "train", source_path: str = "",
             size = target_resolution(c.width, c.height, resolution)
             out.append(c if size == (c.width, c.height) else c.scaled(*size))
         cams = out
-    mine = {c.image_name for c in cams}
-    return Views(cams, split, None, "cameras.json", False, [c.image_name for c in every if c.image_name not in mine])
+    return Views(cams, split, None, "cameras.json", False, _other_names(every, cams))

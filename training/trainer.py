@@ -38,7 +38,7 @@ from training.config import TrainConfig
 from training.evaluation import evaluate_views
 from training.presets import SIZE_THRESHOLD
 from utils.errors import UserError
-from utils.loss_utils import l1_loss, ssim
+from utils.loss_utils import training_loss
 
 IterationHook = Callable[[int, GaussianModel], None]
 
@@ -238,8 +238,7 @@ def train(cfg: TrainConfig, scene_info: Optional[SceneInfo] = None,
             pkg = render(cam, gaussians, bg, backend=pipe.backend, num_threads=pipe.num_threads)
             image = pkg["render"]
             gt = cam.load_image(cache, device)
-            ll1 = l1_loss(image, gt)
-            loss = (1.0 - lambda_dssim) * ll1 + lambda_dssim * (1.0 - ssim(image, gt))
+            loss = training_loss(image, gt, lambda_dssim)
             if opt.lambda_opacity > 0.0:
                 loss = loss + opt.lambda_opacity * gaussians.get_opacity.mean()
             loss.backward()

@@ -17,7 +17,10 @@
 // Speed: within a tile the loop is Gaussian-outer / pixel-inner over the pixels of the Gaussian's
 // "alpha >= 1/255" ellipse bounding box (a conservative superset: every skipped pixel provably has
 // alpha < 1/255, so results equal an evaluation of all 256 tile pixels), 8 pixels at a time with GCC vector
-// extensions (AVX2 with -march=native: ~4x faster than the same code as SSE pairs). exp is a polynomial
+// extensions (AVX2 with -march=native: ~4x faster than the same code as SSE pairs). A chunk none of whose lanes
+// can contribute (exponent below the alpha >= 1/255 bound, pixel already terminated, or behind the pixel's last
+// contributor in the backward) is skipped before its exp; the colour / vote sums are accumulated in the same
+// visit, so skipped chunks cost one comparison (1.1x forward, 1.2x backward measured). exp is a polynomial
 // (Cephes expf, ~1 ulp); forward, backward and vote evaluate pixels with the same function, so the skip
 // decisions of the three passes agree bit for bit.
 
@@ -27,6 +30,9 @@
 #include <torch/library.h>
 
 #include <omp.h>
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -55,8 +61,8 @@ typedef float vf8 __attribute__((vector_size(32)));
 typedef int32_t vi8 __attribute__((vector_size(32)));
 constexpr int kLanes = 8;
 
-static inline vf8 splat(float v) { return vf8{v, v, v, v, v, v, v, v}; }
-static inline vi8 splati(int32_t v) { return vi8{v, v, v, v, v, v, v, v}; }
+static inline vf8 splat(float v) { return vf8{} + v; }
+static inline vi8 splati(int32_t v) { return vi8{} + v; }
 static inline vf8 loadf(const float* p) {
   vf8 v;
   std::memcpy(&v, p, sizeof(v));
@@ -73,6 +79,16 @@ static inline float hsum(vf8 v) {  // fixed order
   float s = 0.0f;
   for (int i = 0; i < kLanes; ++i) s += v[i];
   return s;
+}
+static inline bool any_lane(vi8 m) {  // true if any lane of the mask is set
+#ifdef __AVX__
+  const __m256i v = (__m256i)m;
+  return !_mm256_testz_si256(v, v);
+#else
+  uint64_t u[4];
+  std::memcpy(u, &m, sizeof(u));
+  return (u[0] | u[1] | u[2] | u[3]) != 0;
+#endif
 }
 static const vf8 kLaneF = {0, 1, 2, 3, 4, 5, 6, 7};
 static const vi8 kLaneI = {0, 1, 2, 3, 4, 5, 6, 7};
@@ -101,12 +117,13 @@ struct PixelEval {
   vi8 ok;
 };
 
-// Per-Gaussian data used by the tile loops, contiguous (32 bytes).
+// Per-Gaussian data used by the tile loops, contiguous.
 struct Packed {
   float mx, my;   // mean in pixel frame
   float a, b, c;  // conic
   float o;        // opacity
   float ex, ey;   // half extents of the alpha >= 1/255 ellipse (pixels, with margin); ex < 0: never visible
+  float lpow;     // power < lpow implies alpha < 1/255: lets a chunk be skipped before its exp (see eval)
 };
 
 void pack_gaussians(const float* means2d, const float* conics, const float* opac, int64_t n, int nt,
@@ -125,6 +142,9 @@ void pack_gaussians(const float* means2d, const float* conics, const float* opac
     // The ellipse q <= r2 spans |dx| <= sqrt(r2 * Sxx), Sxx = c / (ac - b^2) (the inverse conic).
     const double o = p.o;
     const double det = static_cast<double>(p.a) * p.c - static_cast<double>(p.b) * p.b;
+    // o exp(power) >= 1/255 needs power >= -ln(255 o); 1e-3 below that, o exp(power) < 0.999 / 255 whatever the
+    // ~1 ulp error of vexp and of the product, so lanes under lpow are provably invalid.
+    p.lpow = o > 0.0 ? static_cast<float>(-std::log(255.0 * o) - 1e-3) : 1e30f;
     if (!(o * 1.001 >= 1.0 / 255.0)) {
       p.ex = p.ey = -1.0f;  // alpha = o * G <= o < 1/255 everywhere (also catches NaN)
     } else if (!(det > 0.0) || !(p.a > 0.0f) || !(p.c > 0.0f)) {
@@ -323,11 +343,26 @@ void reduce_rows(const float* rows, int64_t d, const int32_t* gid, int64_t total
   }
 }
 
-// Evaluates one 8-pixel chunk of a row: dx, G = exp(power), alpha = min(0.99, o G), ok = power <= 0 & alpha >= 1/255.
-static inline PixelEval eval_chunk(const Packed& p, float dy, float hc_dy2, float x0) {
+// One 8-pixel chunk of a row in two steps. chunk_power: dx and the exponent, plus `maybe`, the lanes that can
+// be valid (power in [lpow, 0]); a chunk with no such lane is skipped before the exp, which changes no result.
+// eval_finish: G = exp(power), alpha = min(0.99, o G), ok = power <= 0 & alpha >= 1/255 (ok implies maybe).
+struct ChunkPower {
+  vf8 dx, power;
+  vi8 maybe;
+};
+
+static inline ChunkPower chunk_power(const Packed& p, float dy, float hc_dy2, float x0) {
+  ChunkPower c;
+  c.dx = p.mx - (x0 + kLaneF);
+  c.power = ((-0.5f * p.a) * (c.dx * c.dx) + hc_dy2) - p.b * (c.dx * dy);
+  c.maybe = (c.power <= splat(0.0f)) & (c.power >= splat(p.lpow));
+  return c;
+}
+
+static inline PixelEval eval_finish(const Packed& p, const ChunkPower& c) {
   PixelEval e;
-  e.dx = p.mx - (x0 + kLaneF);
-  const vf8 power = ((-0.5f * p.a) * (e.dx * e.dx) + hc_dy2) - p.b * (e.dx * dy);
+  e.dx = c.dx;
+  const vf8 power = c.power;
   e.G = vexp(power);
   const vf8 og = p.o * e.G;
   e.alpha = og < kMaxAlpha ? og : splat(kMaxAlpha);
@@ -354,25 +389,25 @@ static inline vi8 lane_mask(int xb, const Box& b) {
   return (xi >= splati(b.x_lo)) & (xi <= splati(b.x_hi));
 }
 
-// Front-to-back pass over one tile shared by forward and vote: calls on_gaussian(k, g, box) after w[] holds
-// alpha * T of intersection k on the box's chunks (0 where skipped or masked).
+// Front-to-back pass over one tile shared by forward and vote. For each intersection k (Gaussian g) that
+// reaches the tile: on_begin(k, g), then on_chunk(i, w) for every chunk at tile offset i that has a lane which
+// may contribute, w = alpha * T per lane (0 on the others), then on_end(k). Chunks that are not visited would
+// have had w = 0 on every lane.
 struct alignas(32) TileState {
   float T[kTilePix];
-  float w[kTilePix];
   int32_t done[kTilePix];
   int32_t last[kTilePix];
 };
 
-template <typename OnGaussian>
+template <typename OnBegin, typename OnChunk, typename OnEnd>
 void front_to_back(const Packed* pk, const Bins& bins, int64_t tile, const TileGrid& grid, TileState& st,
-                   OnGaussian&& on_gaussian) {
+                   OnBegin&& on_begin, OnChunk&& on_chunk, OnEnd&& on_end) {
   const int tx0 = static_cast<int>(tile % grid.gx) * kTile;
   const int ty0 = static_cast<int>(tile / grid.gx) * kTile;
   const int tw = std::min(kTile, grid.width - tx0);
   const int th = std::min(kTile, grid.height - ty0);
   for (int i = 0; i < kTilePix; ++i) {
     st.T[i] = 1.0f;
-    st.w[i] = 0.0f;
     st.last[i] = 0;
     st.done[i] = 0;
   }
@@ -386,26 +421,30 @@ void front_to_back(const Packed* pk, const Bins& bins, int64_t tile, const TileG
     const vi8 contributor = splati(static_cast<int32_t>(k - start + 1));
     const float hc = -0.5f * p.c;
     vi8 nstop = splati(0);
+    on_begin(k, g);
     for (int y = b.y_lo; y <= b.y_hi; ++y) {
       const float dy = p.my - static_cast<float>(ty0 + y);
       const float hc_dy2 = hc * (dy * dy);
       for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
         const int i = y * kTile + xb;
-        const PixelEval e = eval_chunk(p, dy, hc_dy2, static_cast<float>(tx0 + xb));
+        const ChunkPower cp = chunk_power(p, dy, hc_dy2, static_cast<float>(tx0 + xb));
         const vi8 done = loadi(st.done + i);
-        const vi8 valid = lane_mask(xb, b) & e.ok & (done == splati(0));
+        const vi8 pre = lane_mask(xb, b) & cp.maybe & (done == splati(0));
+        if (!any_lane(pre)) continue;
+        const PixelEval e = eval_finish(p, cp);
+        const vi8 valid = pre & e.ok;
         const vf8 t = loadf(st.T + i);
         const vf8 test_t = t * (1.0f - e.alpha);
         const vi8 stop = valid & (test_t < splat(kMinT));
         const vi8 contrib = valid & ~stop;
-        storef(st.w + i, contrib ? e.alpha * t : splat(0.0f));
         storef(st.T + i, contrib ? test_t : t);
         storei(st.done + i, done | stop);
         storei(st.last + i, contrib ? contributor : loadi(st.last + i));
         nstop -= stop;  // stop lanes are -1
+        on_chunk(i, contrib ? e.alpha * t : splat(0.0f));
       }
     }
-    on_gaussian(k, g, b);
+    on_end(k);
     for (int l = 0; l < kLanes; ++l) active -= nstop[l];
   }
 }
@@ -447,18 +486,16 @@ std::tuple<Tensor, Tensor, Tensor> rasterize_forward(const Tensor& means2d, cons
 #pragma omp for schedule(dynamic, 1)
     for (int64_t tile = 0; tile < grid.count(); ++tile) {
       std::fill(acc, acc + nc * kTilePix, 0.0f);
-      front_to_back(pk.data(), bins, tile, grid, st, [&](int64_t, int32_t g, const Box& b) {
-        const float* c = col + static_cast<int64_t>(g) * nc;
-        for (int64_t ch = 0; ch < nc; ++ch) {
-          const float cv = c[ch];
-          float* a = acc + ch * kTilePix;
-          for (int y = b.y_lo; y <= b.y_hi; ++y)
-            for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
-              const int i = y * kTile + xb;
-              storef(a + i, loadf(a + i) + loadf(st.w + i) * cv);
+      const float* c = nullptr;
+      front_to_back(
+          pk.data(), bins, tile, grid, st, [&](int64_t, int32_t g) { c = col + static_cast<int64_t>(g) * nc; },
+          [&](int i, vf8 w) {
+            for (int64_t ch = 0; ch < nc; ++ch) {
+              float* a = acc + ch * kTilePix + i;
+              storef(a, loadf(a) + w * c[ch]);
             }
-        }
-      });
+          },
+          [](int64_t) {});
       const int tx0 = static_cast<int>(tile % grid.gx) * kTile, ty0 = static_cast<int>(tile / grid.gx) * kTile;
       const int tw = std::min(kTile, grid.width - tx0), th = std::min(kTile, grid.height - ty0);
       for (int y = 0; y < th; ++y) {
@@ -510,9 +547,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
 #pragma omp parallel num_threads(nt)
   {
     struct alignas(32) {
-      float T[kTilePix], S[kTilePix], K[kTilePix], w[kTilePix];
+      float T[kTilePix], S[kTilePix], K[kTilePix];
       int32_t lst[kTilePix];
     } st;
+    std::vector<vf8> a_col(static_cast<size_t>(nc));  // per-channel colour-gradient accumulators
     std::vector<vf8> g_v(static_cast<size_t>(nc) * kTilePix / kLanes);
     float* g = reinterpret_cast<float*>(g_v.data());
 #pragma omp for schedule(dynamic, 1)
@@ -523,7 +561,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
       const int tw = std::min(kTile, grid.width - tx0), th = std::min(kTile, grid.height - ty0);
       int32_t max_last = 0;
       for (int i = 0; i < kTilePix; ++i) {
-        st.T[i] = st.S[i] = st.K[i] = st.w[i] = 0.0f;
+        st.T[i] = st.S[i] = st.K[i] = 0.0f;
         st.lst[i] = 0;
       }
       std::fill(g, g + nc * kTilePix, 0.0f);
@@ -552,13 +590,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
         const vi8 jlv = splati(jl);
         const float hc = -0.5f * p.c;
         vf8 a_mx = splat(0.0f), a_my = a_mx, a_a = a_mx, a_b = a_mx, a_c = a_mx, a_o = a_mx;
+        std::fill(a_col.begin(), a_col.end(), splat(0.0f));
         for (int y = b.y_lo; y <= b.y_hi; ++y) {
           const float dy = p.my - static_cast<float>(ty0 + y);
           const float hc_dy2 = hc * (dy * dy);
           for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
             const int i = y * kTile + xb;
-            const PixelEval e = eval_chunk(p, dy, hc_dy2, static_cast<float>(tx0 + xb));
-            const vi8 valid = lane_mask(xb, b) & (jlv < loadi(st.lst + i)) & e.ok;
+            const ChunkPower cp = chunk_power(p, dy, hc_dy2, static_cast<float>(tx0 + xb));
+            const vi8 pre = lane_mask(xb, b) & (jlv < loadi(st.lst + i)) & cp.maybe;
+            if (!any_lane(pre)) continue;  // adds only zeros below
+            const PixelEval e = eval_finish(p, cp);
+            const vi8 valid = pre & e.ok;
             vf8 gc = splat(0.0f);  // g . c
             for (int64_t ch = 0; ch < nc; ++ch) gc += loadf(g + ch * kTilePix + i) * c[ch];
             const vf8 one_m = 1.0f - e.alpha;
@@ -568,7 +610,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
             const vf8 wt = e.alpha * t;
             storef(st.S + i, valid ? s_old + gc * wt : s_old);
             storef(st.T + i, valid ? t : t_old);
-            storef(st.w + i, valid ? wt : splat(0.0f));
+            const vf8 w = valid ? wt : splat(0.0f);
+            for (int64_t ch = 0; ch < nc; ++ch) a_col[ch] += w * loadf(g + ch * kTilePix + i);
             const vf8 dl_dop = valid ? e.G * dl_dalpha : splat(0.0f);  // clamp passed through
             const vf8 dl_dpow = dl_dop * p.o;                          // dL/dpower = dL/dG * G
             a_o += dl_dop;
@@ -585,16 +628,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
         r[3] = hsum(a_b);
         r[4] = hsum(a_c);
         r[5] = hsum(a_o);
-        for (int64_t ch = 0; ch < nc; ++ch) {
-          const float* gch = g + ch * kTilePix;
-          vf8 acc = splat(0.0f);
-          for (int y = b.y_lo; y <= b.y_hi; ++y)
-            for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
-              const int i = y * kTile + xb;
-              acc += loadf(st.w + i) * loadf(gch + i);
-            }
-          r[6 + ch] = hsum(acc);
-        }
+        for (int64_t ch = 0; ch < nc; ++ch) r[6 + ch] = hsum(a_col[ch]);
       }
     }
   }
@@ -646,6 +680,7 @@ Tensor rasterize_vote(const Tensor& means2d, const Tensor& conics, const Tensor&
     TileState st;
     std::vector<vf8> wt_v(static_cast<size_t>(nk) * kTilePix / kLanes);  // tile weights, channel-major
     float* wt = reinterpret_cast<float*>(wt_v.data());
+    std::vector<vf8> acc(static_cast<size_t>(nk));  // per-label accumulators of the current intersection
 #pragma omp for schedule(dynamic, 1)
     for (int64_t tile = 0; tile < grid.count(); ++tile) {
       if (bins.off[tile] == bins.off[tile + 1]) continue;
@@ -657,19 +692,15 @@ Tensor rasterize_vote(const Tensor& means2d, const Tensor& conics, const Tensor&
           const float* src = pw + ((static_cast<int64_t>(ty0 + y) * width) + tx0 + x) * nk;
           for (int64_t kk = 0; kk < nk; ++kk) wt[kk * kTilePix + y * kTile + x] = src[kk];
         }
-      front_to_back(pk.data(), bins, tile, grid, st, [&](int64_t k, int32_t, const Box& b) {
-        float* r = rows.data() + k * nk;
-        for (int64_t kk = 0; kk < nk; ++kk) {
-          const float* wk = wt + kk * kTilePix;
-          vf8 acc = splat(0.0f);
-          for (int y = b.y_lo; y <= b.y_hi; ++y)
-            for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
-              const int i = y * kTile + xb;
-              acc += loadf(st.w + i) * loadf(wk + i);
-            }
-          r[kk] = hsum(acc);
-        }
-      });
+      front_to_back(
+          pk.data(), bins, tile, grid, st, [&](int64_t, int32_t) { std::fill(acc.begin(), acc.end(), splat(0.0f)); },
+          [&](int i, vf8 w) {
+            for (int64_t kk = 0; kk < nk; ++kk) acc[kk] += w * loadf(wt + kk * kTilePix + i);
+          },
+          [&](int64_t k) {
+            float* r = rows.data() + k * nk;
+            for (int64_t kk = 0; kk < nk; ++kk) r[kk] = hsum(acc[kk]);
+          });
     }
   }
   Tensor votes = at::empty({n, nk}, weights.options());

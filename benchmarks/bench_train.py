@@ -4,10 +4,10 @@
     python benchmarks/bench_train.py --model output/maryRose # a trained model's Gaussians instead
     python benchmarks/bench_train.py --json /tmp/bench_train.json
 
-One iteration is timed phase by phase, as train.py runs it: SH colours + projection (torch), binning
+One iteration is timed phase by phase, as train.py runs it: SH colours (torch) + projection (native), binning
 (native), compositing forward (native), loss (L1 + D-SSIM), backward (native compositing backward + torch
 autograd), Adam step, densification statistics; plus one densify_and_prune call. The phases are reached
-through the CPU backend's modules (gaussian_renderer.cpu / .projection); if they change shape the script
+through the CPU backend (gaussian_renderer.cpu); if it changes shape the script
 falls back to timing render() as a whole. Falls back to a generated scene when ../shared/data is absent.
 """
 from __future__ import annotations
@@ -54,8 +54,7 @@ def _phase_step(cam: Any, g: GaussianModel, gt: torch.Tensor, bg: torch.Tensor, 
                 times: dict[str, list[float]]) -> None:
     """One training iteration with the CPU backend's stages timed separately."""
     from gaussian_renderer import sh_colors
-    from gaussian_renderer.cpu import bin_gaussians, composite
-    from gaussian_renderer.projection import project_gaussians
+    from gaussian_renderer.cpu import bin_gaussians, composite, project
 
     def tick(name: str, t0: float) -> float:
         t1 = time.perf_counter()
@@ -64,8 +63,8 @@ def _phase_step(cam: Any, g: GaussianModel, gt: torch.Tensor, bg: torch.Tensor, 
 
     t = time.perf_counter()
     w, h = cam.width, cam.height
-    colors = sh_colors(cam, g)
-    proj = project_gaussians(g.get_xyz, g.get_rotation, g.get_scaling, cam.viewmat(), cam.K(), w, h)
+    colors = sh_colors(cam, g, native=True, num_threads=threads)
+    proj = project(g.get_xyz, g.get_rotation, g.get_scaling, cam.viewmat(), cam.K(), w, h, num_threads=threads)
     t = tick("projection+sh", t)
     offsets, gids, radii = bin_gaussians(proj, w, h, threads)
     t = tick("binning", t)
@@ -140,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
     step: Callable[..., None] = _phase_step
     try:
-        import gaussian_renderer.cpu  # noqa: F401
-        import gaussian_renderer.projection  # noqa: F401
+        from gaussian_renderer.cpu import bin_gaussians, composite, project  # noqa: F401
     except ImportError:
         step = _whole_step
     times: dict[str, list[float]] = {}

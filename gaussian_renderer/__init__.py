@@ -20,9 +20,18 @@ __all__ = ["render", "vote", "rasterize", "vote_tensors", "available_backends", 
            "BackendUnavailable", "sh_colors"]
 
 
-def sh_colors(camera: Any, gaussians: Any) -> Tensor:  # -> [N, 3]
-    """View-dependent colours: clamp_min(SH(dirs) + 0.5, 0), dirs = normalise(mean - camera centre)."""
+def sh_colors(camera: Any, gaussians: Any, native: bool = False, num_threads: int = 0) -> Tensor:  # -> [N, 3]
+    """View-dependent colours: clamp_min(SH(dirs) + 0.5, 0), dirs = normalise(mean - camera centre).
+
+    native=True evaluates them with the CPU extension (float32 CPU models exposing Inria's
+    get_features_dc / get_features_rest); anything else takes utils.sh.eval_sh in torch."""
     means = gaussians.get_xyz
+    if native and means.device.type == "cpu" and means.dtype == torch.float32 \
+            and hasattr(gaussians, "get_features_dc") and hasattr(gaussians, "get_features_rest"):
+        from gaussian_renderer.cpu import sh_colors_native
+
+        return sh_colors_native(means, gaussians.get_features_dc, gaussians.get_features_rest,
+                                [float(v) for v in camera.camera_center], gaussians.active_sh_degree, num_threads)
     centre = torch.as_tensor(camera.camera_center, dtype=means.dtype, device=means.device)
     dirs = means - centre
     dirs = dirs / dirs.norm(dim=1, keepdim=True)
@@ -34,7 +43,8 @@ def render(camera: Any, gaussians: Any, background: Tensor, override_color: Opti
            scaling_modifier: float = 1.0, backend: str = "auto", num_threads: int = 0) -> dict[str, Tensor]:
     """Render ``gaussians`` from ``camera`` (scene.cameras.Camera). background: [C]; override_color: [N, C]."""
     means = gaussians.get_xyz
-    colors = sh_colors(camera, gaussians) if override_color is None else override_color
+    colors = (sh_colors(camera, gaussians, native=resolve_backend(backend, means.device) == "cpu",
+                        num_threads=num_threads) if override_color is None else override_color)
     return rasterize(means, gaussians.get_rotation, gaussians.get_scaling * scaling_modifier,
                      gaussians.get_opacity.reshape(-1), colors, camera.viewmat(means.device),
                      camera.K(means.device), camera.width, camera.height, background.to(means.device),

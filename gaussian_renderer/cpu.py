@@ -1,6 +1,8 @@
-"""The native CPU backend: torch projection + C++/OpenMP binning, compositing, backward and vote.
+"""The native CPU backend: C++/OpenMP projection, SH colours, binning, compositing, backward and vote.
 
-The autograd Function wraps only the compositing and returns TRUE gradients for means2d, conics, opacities
+Projection and SH colours are autograd Functions over the native kernels (float32; other dtypes fall back to
+the torch versions in projection.py and utils/sh.py, which are also the test references). The compositing
+Function returns TRUE gradients for means2d, conics, opacities
 and colours (no NDC scaling, no halved conic off-diagonal); torch autograd chains them to means, scales,
 rotations, SH and override colours. The single deviation from a plain derivative is Inria's: the 0.99 alpha
 clamp is passed straight through (d alpha / d(opacity * G) = 1 even where alpha was clamped).
@@ -19,6 +21,88 @@ def _ops() -> Any:
     from gaussian_renderer import native  # builds on first use, never at import
 
     return native.ops()
+
+
+class _Project(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, means: Tensor, quats: Tensor, scales: Tensor, view: list[float], intr: list[float],
+                near: float, num_threads: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        m2, conics, depths, radii = _ops().project_forward(means, quats, scales, view, intr, near, num_threads)
+        ctx.save_for_backward(means, quats, scales)
+        ctx.camera = (view, intr, near, num_threads)
+        ctx.mark_non_differentiable(radii)
+        return m2, conics, depths, radii
+
+    @staticmethod
+    def backward(ctx: Any, d_m2: Tensor, d_conics: Tensor, d_depths: Tensor, _d_radii: Any):  # type: ignore[override]
+        means, quats, scales = ctx.saved_tensors
+        view, intr, near, num_threads = ctx.camera
+
+        def grad(t: Any, shape: tuple[int, ...]) -> Tensor:
+            return torch.zeros(shape, dtype=torch.float32) if t is None else t.float().contiguous()
+
+        n = means.shape[0]
+        dm, dq, ds = _ops().project_backward(means, quats, scales, view, intr, near, grad(d_m2, (n, 2)),
+                                             grad(d_conics, (n, 3)), grad(d_depths, (n,)), num_threads)
+        return dm, dq, ds, None, None, None, None
+
+
+def project(
+    means: Tensor,    # [N, 3] world
+    quats: Tensor,    # [N, 4] wxyz, any norm
+    scales: Tensor,   # [N, 3] activated
+    viewmat: Tensor,  # [4, 4] world-to-camera (a constant: no camera gradients)
+    K: Tensor,        # [3, 3]
+    width: int,
+    height: int,
+    near: float = 0.2,
+    num_threads: int = 0,
+) -> Projected:
+    """projection.project_gaussians in one native pass (float32 CPU tensors); other dtypes take the torch one.
+
+    At 100k Gaussians the torch version costs ~40 ms per training iteration in a few hundred small kernels and
+    their autograd nodes; this is a few ms. tests/test_projection.py checks it against the torch version."""
+    from gaussian_renderer.projection import fov_limits, intrinsics, project_gaussians
+
+    if not all(t.dtype == torch.float32 and t.device.type == "cpu" for t in (means, quats, scales)):
+        return project_gaussians(means, quats, scales, viewmat, K, width, height, near)
+    fx, fy, cx, cy = intrinsics(K)
+    intr = [fx, fy, cx, cy, *fov_limits(width, height, fx, fy, cx, cy)]
+    view = [float(v) for v in viewmat.detach().double().cpu()[:3].reshape(-1).tolist()]
+    m2, conics, depths, radii = _Project.apply(means.contiguous(), quats.contiguous(), scales.contiguous(), view,
+                                               intr, float(near), num_threads)
+    return Projected(means2d=m2, conics=conics, depths=depths, radii=radii)
+
+
+class _SHColors(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, means: Tensor, dc: Tensor, rest: Tensor, centre: list[float], degree: int,
+                num_threads: int) -> Tensor:
+        ctx.save_for_backward(means, dc, rest)
+        ctx.args = (centre, degree, num_threads)
+        return _ops().sh_forward(means, dc, rest, centre, degree, num_threads)
+
+    @staticmethod
+    def backward(ctx: Any, d_colors: Tensor):  # type: ignore[override]
+        means, dc, rest = ctx.saved_tensors
+        centre, degree, num_threads = ctx.args
+        dm, ddc, drest = _ops().sh_backward(means, dc, rest, centre, degree, d_colors.float().contiguous(),
+                                            num_threads)
+        return dm, ddc, drest, None, None, None
+
+
+def sh_colors_native(
+    means: Tensor,  # [N, 3] float32
+    dc: Tensor,     # [N, 1, 3] DC coefficients (Inria's _features_dc)
+    rest: Tensor,   # [N, R, 3] higher coefficients (_features_rest), R >= (degree + 1)^2 - 1
+    centre: list[float],
+    degree: int,
+    num_threads: int = 0,
+) -> Tensor:        # [N, 3]
+    """clamp_min(SH(normalise(means - centre)) + 0.5, 0) in one native pass, reading DC and rest in place (no
+    cat). Same values and gradients as utils.sh.eval_sh (tests/test_sh.py)."""
+    return _SHColors.apply(means.contiguous(), dc.contiguous(), rest.contiguous(), centre, int(degree),
+                           num_threads)
 
 
 def bin_gaussians(proj: Projected, width: int, height: int, num_threads: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -46,8 +130,19 @@ class _Composite(torch.autograd.Function):
             d_out = torch.zeros((colors.shape[1],) + tuple(t_final.shape), dtype=torch.float32)
         if d_t is None:
             d_t = torch.zeros_like(t_final)
-        dm, dc, do, dcol = _ops().backward(means2d, conics, opacities, colors, offsets, gids, t_final, last,
-                                           d_out.float().contiguous(), d_t.float().contiguous(), ctx.num_threads)
+        d_out = d_out.float()
+        # Channels with no upstream gradient (the depth channel during training) add only zeros: leave them out.
+        used = d_out.reshape(d_out.shape[0], -1).abs().amax(1) > 0
+        if bool(used.all()):
+            sub_colors, sub_d_out = colors, d_out.contiguous()
+        else:
+            sub_colors, sub_d_out = colors[:, used].contiguous(), d_out[used].contiguous()
+        dm, dc, do, dcol = _ops().backward(means2d, conics, opacities, sub_colors, offsets, gids, t_final, last,
+                                           sub_d_out, d_t.float().contiguous(), ctx.num_threads)
+        if sub_colors is not colors:
+            full = torch.zeros_like(colors)
+            full[:, used] = dcol
+            dcol = full
         return dm, dc, do, dcol, None, None, None, None, None
 
 

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import torch
 
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "submodules" / "cpu_rasterizer"
-SOURCES = ("rasterizer.cpp",)
+SOURCES = ("rasterizer.cpp", "projection.cpp", "sh.cpp")
 OP_NAMESPACE = "gs_cpu_rasterizer"
 # -march=native: the 8-lane vector code is ~4x faster with AVX2 than as SSE pairs (measured); the build is
 # per machine anyway. -ffp-contract=off keeps FMA contraction from making vector and scalar results differ.

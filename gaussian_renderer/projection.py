@@ -1,5 +1,8 @@
 """Per-Gaussian stage in plain torch (autograd does its backward): 3D covariance, EWA projection, conic, radius.
 
+The CPU backend runs the same computation natively (gaussian_renderer.cpu.project, projection.cpp) for float32;
+this version serves other dtypes (float64 gradchecks) and is the reference the native one is tested against.
+
 Inria's conventions (see ../shared/NOTES.md): x/z and y/z are clamped to 1.3 x the half field of view before
 building the Jacobian (here with asymmetric limits for an off-centre principal point, gsplat's form, which
 reduces to Inria's 1.3 tan(fov/2) for a centred one), the 2D covariance is dilated by 0.3 px^2, the radius is

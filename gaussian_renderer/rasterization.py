@@ -88,12 +88,11 @@ def rasterize(
 def _rasterize_cpu(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                    viewmat: Tensor, K: Tensor, width: int, height: int, background: Tensor, near: float,
                    num_threads: int) -> dict[str, Tensor]:
-    from gaussian_renderer.cpu import bin_gaussians, composite
-    from gaussian_renderer.projection import project_gaussians
+    from gaussian_renderer.cpu import bin_gaussians, composite, project
 
     if means.device.type != "cpu":
         raise ValueError(f"backend 'cpu' needs CPU tensors, got {means.device}; use backend='auto' or move them")
-    proj = project_gaussians(means, quats, scales, viewmat, K, width, height, near)
+    proj = project(means, quats, scales, viewmat, K, width, height, near, num_threads)
     offsets, gids, radii = bin_gaussians(proj, width, height, num_threads)
     vp = torch.zeros(means.shape[0], 3, dtype=means.dtype, requires_grad=True)
     means2d = proj.means2d + vp[:, :2] * torch.tensor([0.5 * width, 0.5 * height], dtype=means.dtype)
@@ -132,14 +131,13 @@ def vote_tensors(
     opacities = opacities.reshape(-1)
     backend = resolve_backend(backend, means.device)
     if backend == "cpu":
-        from gaussian_renderer.cpu import vote_native
-        from gaussian_renderer.projection import project_gaussians
+        from gaussian_renderer.cpu import project, vote_native
 
         if means.device.type != "cpu":
             raise ValueError(f"backend 'cpu' needs CPU tensors, got {means.device}")
         with torch.no_grad():
-            proj = project_gaussians(means.detach(), quats.detach(), scales.detach(), viewmat, K, width, height,
-                                     near)
+            proj = project(means.detach(), quats.detach(), scales.detach(), viewmat, K, width, height, near,
+                           num_threads)
             return vote_native(proj, opacities.detach(), weights, width, height, num_threads)
     with torch.enable_grad():
         x = torch.zeros(means.shape[0], nk, dtype=means.dtype, device=means.device, requires_grad=True)

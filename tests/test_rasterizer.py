@@ -127,10 +127,10 @@ SCENES = {
 }
 
 
-def _upstream(out: dict, seed: int) -> Tensor:
+def _upstream(out: dict, seed: int, keys: tuple[str, ...] = ("render", "alpha", "depth")) -> Tensor:
     g = torch.Generator().manual_seed(seed)
     loss = torch.zeros(())
-    for key in ("render", "alpha", "depth"):
+    for key in keys:
         loss = loss + (out[key] * torch.randn(out[key].shape, generator=g, dtype=out[key].dtype)).sum()
     return loss
 
@@ -184,15 +184,18 @@ def test_override_channels_match_reference(channels: int) -> None:
     torch.testing.assert_close(a["render"], b["render"], atol=IMAGE_ATOL * 2, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["square", "wide_offcentre", "tall_cluster"])
-def test_gradients_match_reference(name: str) -> None:
+@pytest.mark.parametrize("name,keys", [("square", ("render", "alpha", "depth")),
+                                       ("wide_offcentre", ("render", "alpha", "depth")),
+                                       ("tall_cluster", ("render", "alpha", "depth")),
+                                       ("square", ("render",))])  # training's case: depth has no gradient
+def test_gradients_match_reference(name: str, keys: tuple[str, ...]) -> None:
     cam, base = make_scene(**SCENES[name])
     bg = torch.tensor([0.3, 0.1, 0.6])
     grads = {}
     for backend in ("cpu", "reference"):
         model = base.fresh()
         out = render(cam, model, bg, backend=backend)
-        _upstream(out, seed=11).backward()
+        _upstream(out, seed=11, keys=keys).backward()
         grads[backend] = [p.grad for p in model.params()] + [out["viewspace_points"].grad]
     for pname, ga, gb in zip(PARAM_NAMES + ["viewspace"], grads["cpu"], grads["reference"]):
         assert torch.isfinite(ga).all(), pname
@@ -217,8 +220,7 @@ def test_override_color_and_scaling_modifier_gradients() -> None:
 
 def test_viewspace_points_are_ndc_scaled_mean2d_gradients() -> None:
     """vp.grad[:, :2] = dL/dmean2D * (W/2, H/2); dL/dmean2D taken from the composite op directly."""
-    from gaussian_renderer.cpu import bin_gaussians, composite
-    from gaussian_renderer.projection import project_gaussians
+    from gaussian_renderer.cpu import bin_gaussians, composite, project
 
     cam, model = make_scene(seed=9, n=100, width=44, height=30)
     colors = torch.rand(100, 3, generator=torch.Generator().manual_seed(3))
@@ -228,8 +230,8 @@ def test_viewspace_points_are_ndc_scaled_mean2d_gradients() -> None:
     vp = out["viewspace_points"].grad
 
     with torch.no_grad():
-        proj = project_gaussians(model.get_xyz, model.get_rotation, model.get_scaling, cam.viewmat(), cam.K(),
-                                 cam.width, cam.height)
+        proj = project(model.get_xyz, model.get_rotation, model.get_scaling, cam.viewmat(), cam.K(), cam.width,
+                       cam.height)
     m2 = proj.means2d.clone().requires_grad_(True)
     offsets, gids, _ = bin_gaussians(proj, cam.width, cam.height, 0)
     feats = torch.cat([colors, proj.depths[:, None]], 1)
@@ -375,6 +377,8 @@ def test_failed_build_reports_compiler_error(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "rasterizer.cpp").write_text("int broken( { return 0; }\n")
+    for other in ("projection.cpp", "sh.cpp"):
+        (src / other).write_text("\n")
     code = ("import gaussian_renderer.native as n, pathlib, sys\n"
             f"n.SOURCE_DIR = pathlib.Path({str(src)!r})\n"
             "try:\n    n.build()\nexcept n.NativeBuildError as e:\n    print('CAUGHT', e)\n")

@@ -46,3 +46,67 @@ def test_eval_sh_matches_inria_values_and_gradients(deg: int) -> None:
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     if deg < 3:  # coefficients above the active degree get no gradient
         assert g_ours[0][..., (deg + 1) ** 2:].abs().max() == 0
+
+
+@pytest.mark.parametrize("deg,rest", [(0, 0), (1, 15), (2, 15), (3, 15), (2, 8)])
+def test_native_sh_colors_match_inria_polynomial_in_float64(deg: int, rest: int) -> None:
+    """The CPU extension's colour pass (normalise, SH, +0.5, clamp at 0) and its backward against the
+    transcribed Inria polynomial run in float64 by torch autograd. Colours near 0 exercise the clamp."""
+    from gaussian_renderer.cpu import sh_colors_native
+
+    g = torch.Generator().manual_seed(10 + deg)
+    n = 800
+    means = torch.randn(n, 3, generator=g, dtype=torch.float64) * 2.0
+    dc = torch.randn(n, 1, 3, generator=g, dtype=torch.float64) * 2.0
+    rst = torch.randn(n, rest, 3, generator=g, dtype=torch.float64) * 0.5
+    centre = [0.3, -0.2, 4.0]
+    up = torch.randn(n, 3, generator=g, dtype=torch.float64)
+
+    leaves64 = [t.clone().requires_grad_(True) for t in (means, dc, rst)]
+    m, d, r = leaves64
+    dirs = m - torch.tensor(centre, dtype=torch.float64)
+    dirs = dirs / dirs.norm(dim=1, keepdim=True)
+    sh = torch.cat([d, r], 1).transpose(1, 2)
+    ref = torch.clamp_min(inria_eval_sh(deg, sh, dirs) + 0.5, 0.0)
+    ref_grads = [torch.zeros_like(t) if gr is None else gr  # degree 0 does not depend on the direction
+                 for t, gr in zip(leaves64, torch.autograd.grad((ref * up).sum(), leaves64, allow_unused=True))]
+
+    leaves32 = [t.float().clone().requires_grad_(True) for t in (means, dc, rst)]
+    ours = sh_colors_native(*leaves32, centre, deg, num_threads=2)
+    our_grads = torch.autograd.grad((ours * up.float()).sum(), leaves32)
+
+    assert (ref == 0).float().mean() > 0.02  # the clamp is active for part of the colours
+    torch.testing.assert_close(ours.double(), ref, rtol=1e-5, atol=1e-5)
+    for name, a, b in zip(("means", "dc", "rest"), our_grads, ref_grads):
+        if not b.any():
+            assert not a.any(), name
+            continue
+        rel = float((a.double() - b).norm() / b.norm().clamp_min(1e-30))
+        assert rel < 1e-5, (name, rel)
+    if rest:
+        k = (deg + 1) ** 2 - 1
+        assert torch.equal(our_grads[2][:, k:], torch.zeros_like(our_grads[2][:, k:]))  # inactive degrees
+
+
+def test_render_uses_native_colours_only_for_the_cpu_backend() -> None:
+    """render(backend='cpu') on a GaussianModel takes the native colour pass; the result equals the torch
+    colours to float32 rounding, so the two paths are interchangeable."""
+    import numpy as np
+
+    from gaussian_renderer import sh_colors
+    from scene.cameras import Camera
+    from scene.gaussian_model import GaussianModel, random_point_cloud
+
+    g = GaussianModel(3)
+    g.create_from_pcd(random_point_cloud(np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]), 300, seed=0), 2.0)
+    g.active_sh_degree = 3
+    with torch.no_grad():
+        g._features_rest.normal_(0.0, 0.3)
+    w2c = np.eye(4)
+    w2c[2, 3] = 4.0
+    cam = Camera(uid=0, image_name="c", width=32, height=32, fx=30.0, fy=30.0, cx=16.0, cy=16.0,
+                 world_to_camera=w2c)
+    native = sh_colors(cam, g, native=True)
+    plain = sh_colors(cam, g)
+    assert native.grad_fn is not None and "SHColors" in type(native.grad_fn).__name__
+    torch.testing.assert_close(native, plain, rtol=1e-5, atol=1e-6)

@@ -2,8 +2,8 @@
 //
 // Compiled on first use by gaussian_renderer/native.py (torch.utils.cpp_extension.load) and registered as
 // torch.ops.gs_cpu_rasterizer.*. Only minimal ATen headers are included (a build takes seconds, not the
-// ~30 s of torch/extension.h). The per-Gaussian stage (projection, covariance, SH) lives in torch; this file
-// does tile binning, front-to-back compositing, the back-to-front backward and the alpha*T vote.
+// ~30 s of torch/extension.h). The per-Gaussian stage (projection, SH colours) is in projection.cpp and sh.cpp;
+// this file does tile binning, front-to-back compositing, the back-to-front backward and the alpha*T vote.
 //
 // Semantics per pixel (Inria's renderCUDA): pixel (i, j) is evaluated at the float point (i, j) in the frame
 // of means2d; Gaussians in (tile, depth) order; power = -0.5 (a dx^2 + c dy^2) - b dx dy (skip power > 0);

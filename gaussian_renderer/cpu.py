@@ -131,18 +131,12 @@ class _Composite(torch.autograd.Function):
         if d_t is None:
             d_t = torch.zeros_like(t_final)
         d_out = d_out.float()
-        # Channels with no upstream gradient (the depth channel during training) add only zeros: leave them out.
-        used = d_out.reshape(d_out.shape[0], -1).abs().amax(1) > 0
-        if bool(used.all()):
-            sub_colors, sub_d_out = colors, d_out.contiguous()
-        else:
-            sub_colors, sub_d_out = colors[:, used].contiguous(), d_out[used].contiguous()
-        dm, dc, do, dcol = _ops().backward(means2d, conics, opacities, sub_colors, offsets, gids, t_final, last,
-                                           sub_d_out, d_t.float().contiguous(), ctx.num_threads)
-        if sub_colors is not colors:
-            full = torch.zeros_like(colors)
-            full[:, used] = dcol
-            dcol = full
+        # Trailing channels with no upstream gradient (the depth channel in training) add only zeros: the kernel
+        # reads the first C' channels of d_out (a view, no copy) and returns zero colour gradients for the rest.
+        used = (d_out.reshape(d_out.shape[0], -1).abs().amax(1) > 0).nonzero()
+        n_up = int(used[-1]) + 1 if used.numel() else 0
+        dm, dc, do, dcol = _ops().backward(means2d, conics, opacities, colors, offsets, gids, t_final, last,
+                                           d_out[:n_up].contiguous(), d_t.float().contiguous(), ctx.num_threads)
         return dm, dc, do, dcol, None, None, None, None, None
 
 

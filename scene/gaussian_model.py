@@ -276,9 +276,11 @@ class GaussianModel:
         viewspace_point_tensor_grad: Tensor  # [N, 3] (or [N, 2]); only x, y are used
         update_filter: Tensor                # [N] bool, visible in this view
         """
-        g = viewspace_point_tensor_grad[update_filter, :2].to(self.device)
-        self.xyz_gradient_accum[update_filter] += torch.norm(g, dim=-1, keepdim=True)
-        self.denom[update_filter] += 1
+        # Masked arithmetic instead of boolean indexing (same values: the others get + 0): no nonzero/gather.
+        mask = update_filter.to(self.device)[:, None]
+        norm = torch.norm(viewspace_point_tensor_grad[:, :2].to(self.device), dim=-1, keepdim=True)
+        self.xyz_gradient_accum += torch.where(mask, norm, torch.zeros_like(norm))
+        self.denom += mask.to(self.denom.dtype)
 
     def update_max_radii(self, radii: Tensor, visibility_filter: Tensor) -> None:
         """Inria's train.py step: keep the largest screen radius seen per Gaussian.
@@ -286,8 +288,9 @@ class GaussianModel:
         radii: Tensor              # [N] int or float pixels
         visibility_filter: Tensor  # [N] bool
         """
-        r = radii[visibility_filter].to(self.device, self.max_radii2D.dtype)
-        self.max_radii2D[visibility_filter] = torch.max(self.max_radii2D[visibility_filter], r)
+        r = radii.to(self.device, self.max_radii2D.dtype)
+        mask = visibility_filter.to(self.device)
+        self.max_radii2D = torch.where(mask, torch.maximum(self.max_radii2D, r), self.max_radii2D)
 
     def replace_tensor_to_optimizer(self, tensor: Tensor, name: str) -> dict[str, nn.Parameter]:
         """Swap one parameter for ``tensor`` (same shape) and zero its Adam moments (Inria's reset).

@@ -410,3 +410,23 @@ def test_alpha_clamp_gradient_is_passed_through() -> None:
         grads[backend] = [p.grad for p in ps]
     for ga, gb in zip(grads["cpu"], grads["reference"]):
         torch.testing.assert_close(ga, gb, rtol=2e-3, atol=1e-5)
+
+
+def test_channels_without_upstream_gradient_are_left_out_exactly() -> None:
+    """Upstream on channels 0 and 2 of 5 only: the backward runs on the first 3 (channel 1 included, its
+    gradient is genuine), channels 3-4 get exact zeros, and everything matches the dense reference."""
+    cam, base = make_scene(seed=5, n=120, width=40, height=32)
+    colors0 = torch.rand(120, 5, generator=torch.Generator().manual_seed(6))
+    up = torch.randn(5, 32, 40, generator=torch.Generator().manual_seed(7))
+    up[[1, 3, 4]] = 0.0
+    grads = {}
+    for backend in ("cpu", "reference"):
+        model = base.fresh()
+        colors = colors0.clone().requires_grad_(True)
+        out = render(cam, model, torch.zeros(5), override_color=colors, backend=backend)
+        (out["render"] * up).sum().backward()
+        grads[backend] = [colors.grad, model.xyz.grad, model.opacity_logit.grad]
+    assert torch.equal(grads["cpu"][0][:, 3:], torch.zeros(120, 2))
+    assert grads["cpu"][0][:, 2].abs().max() > 0
+    for ga, gb in zip(grads["cpu"], grads["reference"]):
+        assert _rel(ga, gb) < GRAD_RTOL

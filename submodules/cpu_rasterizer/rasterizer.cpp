@@ -48,6 +48,7 @@ constexpr int kTilePix = kTile * kTile;
 constexpr float kMinAlpha = 1.0f / 255.0f;
 constexpr float kMaxAlpha = 0.99f;
 constexpr float kMinT = 1e-4f;
+constexpr int kPrefetch = 4;  // intersections ahead whose Gaussian data is prefetched
 
 using at::Tensor;
 
@@ -324,21 +325,30 @@ Bins check_bins(const Tensor& offsets, const Tensor& gids, const TileGrid& grid)
   return {off, gids.data_ptr<int32_t>(), gids.numel()};
 }
 
-// Sums per-intersection rows [M, D] into per-Gaussian rows [N, D] in intersection order (deterministic).
-void reduce_rows(const float* rows, int64_t d, const int32_t* gid, int64_t total, int64_t n, int nt, float* out) {
+// Sums the written per-intersection rows [M, D] (used[k] != 0; the others are uninitialised and count as zero)
+// per Gaussian in intersection order (deterministic), and hands each Gaussian's sum [D] to emit(i, sum).
+template <typename Emit>
+void reduce_rows(const float* rows, int64_t d, const int32_t* gid, const uint8_t* used, int64_t total, int64_t n,
+                 int nt, Emit&& emit) {
   std::vector<int64_t> start(n + 1, 0);
-  for (int64_t k = 0; k < total; ++k) start[gid[k] + 1]++;
+  for (int64_t k = 0; k < total; ++k)
+    if (used[k]) start[gid[k] + 1]++;
   for (int64_t i = 0; i < n; ++i) start[i + 1] += start[i];
   std::vector<int64_t> fill(start.begin(), start.end() - 1);
-  std::vector<int64_t> idx(total);
-  for (int64_t k = 0; k < total; ++k) idx[fill[gid[k]]++] = k;
-#pragma omp parallel for num_threads(nt) schedule(static, 1024)
-  for (int64_t i = 0; i < n; ++i) {
-    float* o = out + i * d;
-    for (int64_t j = 0; j < d; ++j) o[j] = 0.0f;
-    for (int64_t q = start[i]; q < start[i + 1]; ++q) {
-      const float* r = rows + idx[q] * d;
-      for (int64_t j = 0; j < d; ++j) o[j] += r[j];
+  std::vector<int64_t> idx(static_cast<size_t>(start[n]));
+  for (int64_t k = 0; k < total; ++k)
+    if (used[k]) idx[fill[gid[k]]++] = k;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<float> o(static_cast<size_t>(d));
+#pragma omp for schedule(static, 1024)
+    for (int64_t i = 0; i < n; ++i) {
+      std::fill(o.begin(), o.end(), 0.0f);
+      for (int64_t q = start[i]; q < start[i + 1]; ++q) {
+        const float* r = rows + idx[q] * d;
+        for (int64_t j = 0; j < d; ++j) o[j] += r[j];
+      }
+      emit(i, o.data());
     }
   }
 }
@@ -414,6 +424,7 @@ void front_to_back(const Packed* pk, const Bins& bins, int64_t tile, const TileG
   int active = tw * th;
   const int64_t start = bins.off[tile], end = bins.off[tile + 1];
   for (int64_t k = start; k < end && active > 0; ++k) {
+    if (k + kPrefetch < end) __builtin_prefetch(pk + bins.gid[k + kPrefetch]);  // random gather: hide the miss
     const int32_t g = bins.gid[k];
     const Packed p = pk[g];
     Box b;
@@ -514,6 +525,8 @@ std::tuple<Tensor, Tensor, Tensor> rasterize_forward(const Tensor& means2d, cons
 // Backward (Inria's order: back to front from the last contributor, T recovered by division).
 // For a pixel with upstream gradients g (colour) and gT (final transmittance):
 //   dL/dalpha_j = T_j (g . c_j) - (S_j + T_final gT) / (1 - alpha_j),  S_j = sum_{i>j} (g . c_i) alpha_i T_i.
+// d_out may hold fewer channels C' than colors (C): the trailing C - C' channels have no upstream gradient (the
+// depth channel in training), are not read, and get exactly zero colour gradient.
 // ------------------------------------------------------------------------------------------------------------
 std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
     const Tensor& means2d, const Tensor& conics, const Tensor& opacities, const Tensor& colors,
@@ -526,9 +539,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
   check_f32(t_final, "t_final", 2);
   check_f32(d_out, "d_out", 3);
   check_f32(d_t_final, "d_t_final", 2);
-  const int64_t n = means2d.size(0), nc = colors.size(1);
+  const int64_t n = means2d.size(0), nc_all = colors.size(1), nc = d_out.size(0);
   const int64_t height = t_final.size(0), width = t_final.size(1);
-  TORCH_CHECK(d_out.size(0) == nc && d_out.size(1) == height && d_out.size(2) == width, "d_out shape mismatch");
+  TORCH_CHECK(nc <= nc_all && d_out.size(1) == height && d_out.size(2) == width, "d_out shape mismatch");
   TORCH_CHECK(last.scalar_type() == at::kInt && last.is_contiguous(), "last must be contiguous int32");
   const TileGrid grid(width, height);
   const Bins bins = check_bins(offsets, gids, grid);
@@ -541,8 +554,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
   const float* pdo = d_out.data_ptr<float>();
   const float* pdt = d_t_final.data_ptr<float>();
   const int64_t hw = height * width;
-  const int64_t d = 6 + nc;  // row: dmx, dmy, da, db, dc, dopacity, dcolor[C]
-  std::unique_ptr<float[]> rows(new float[static_cast<size_t>(bins.total) * d]);
+  const int64_t d = 6 + nc;  // row: dmx, dmy, da, db, dc, dopacity, dcolor[C'] (channels with upstream)
+  std::unique_ptr<float[]> rows(new float[static_cast<size_t>(bins.total) * d]);  // written where used[k]
+  std::vector<uint8_t> used(static_cast<size_t>(bins.total), 0);
 
 #pragma omp parallel num_threads(nt)
   {
@@ -578,15 +592,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
           std::memcpy(g + ch * kTilePix + y * kTile, pdo + ch * hw + row, sizeof(float) * tw);
       }
       for (int64_t k = end - 1; k >= start; --k) {
-        float* r = rows.get() + k * d;
-        for (int64_t j = 0; j < d; ++j) r[j] = 0.0f;
+        if (k - kPrefetch >= start) {
+          const int32_t ga = bins.gid[k - kPrefetch];
+          __builtin_prefetch(pk.data() + ga);
+          __builtin_prefetch(col + static_cast<int64_t>(ga) * nc_all);
+        }
         const int32_t jl = static_cast<int32_t>(k - start);
         if (jl >= max_last) continue;
         const int32_t gi = bins.gid[k];
         const Packed p = pk[gi];
         Box b;
         if (!gaussian_box(p, tx0, ty0, tw, th, b)) continue;
-        const float* c = col + static_cast<int64_t>(gi) * nc;
+        const float* c = col + static_cast<int64_t>(gi) * nc_all;
         const vi8 jlv = splati(jl);
         const float hc = -0.5f * p.c;
         vf8 a_mx = splat(0.0f), a_my = a_mx, a_a = a_mx, a_b = a_mx, a_c = a_mx, a_o = a_mx;
@@ -622,6 +639,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
             a_c += dl_dpow * (-0.5f * (dy * dy));
           }
         }
+        float* r = rows.get() + k * d;
         r[0] = hsum(a_mx);
         r[1] = hsum(a_my);
         r[2] = hsum(a_a);
@@ -629,30 +647,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
         r[4] = hsum(a_c);
         r[5] = hsum(a_o);
         for (int64_t ch = 0; ch < nc; ++ch) r[6 + ch] = hsum(a_col[ch]);
+        used[k] = 1;
       }
     }
   }
-  Tensor grads = at::empty({n, d}, colors.options());
-  reduce_rows(rows.get(), d, bins.gid, bins.total, n, nt, grads.data_ptr<float>());
-  // Split the packed per-Gaussian rows (copies are cheap next to the kernel).
   Tensor d_means = at::empty({n, 2}, colors.options());
   Tensor d_conics = at::empty({n, 3}, colors.options());
   Tensor d_opac = at::empty({n}, colors.options());
-  Tensor d_colors = at::empty({n, nc}, colors.options());
-  const float* pg = grads.data_ptr<float>();
+  Tensor d_colors = at::empty({n, nc_all}, colors.options());
   float *pm = d_means.data_ptr<float>(), *pc = d_conics.data_ptr<float>(), *pop = d_opac.data_ptr<float>(),
         *pcol = d_colors.data_ptr<float>();
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float* s = pg + i * d;
+  reduce_rows(rows.get(), d, bins.gid, used.data(), bins.total, n, nt, [&](int64_t i, const float* s) {
     pm[2 * i] = s[0];
     pm[2 * i + 1] = s[1];
     pc[3 * i] = s[2];
     pc[3 * i + 1] = s[3];
     pc[3 * i + 2] = s[4];
     pop[i] = s[5];
-    std::memcpy(pcol + i * nc, s + 6, sizeof(float) * nc);
-  }
+    for (int64_t ch = 0; ch < nc; ++ch) pcol[i * nc_all + ch] = s[6 + ch];
+    for (int64_t ch = nc; ch < nc_all; ++ch) pcol[i * nc_all + ch] = 0.0f;  // no upstream: exact zero
+  });
   return {d_means, d_conics, d_opac, d_colors};
 }
 
@@ -673,7 +687,8 @@ Tensor rasterize_vote(const Tensor& means2d, const Tensor& conics, const Tensor&
   std::vector<Packed> pk;
   pack_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(), n, nt, pk);
   const float* pw = weights.data_ptr<float>();
-  std::vector<float> rows(static_cast<size_t>(bins.total) * nk, 0.0f);
+  std::unique_ptr<float[]> rows(new float[static_cast<size_t>(bins.total) * nk]);  // written where used[k]
+  std::vector<uint8_t> used(static_cast<size_t>(bins.total), 0);
 
 #pragma omp parallel num_threads(nt)
   {
@@ -698,13 +713,17 @@ Tensor rasterize_vote(const Tensor& means2d, const Tensor& conics, const Tensor&
             for (int64_t kk = 0; kk < nk; ++kk) acc[kk] += w * loadf(wt + kk * kTilePix + i);
           },
           [&](int64_t k) {
-            float* r = rows.data() + k * nk;
+            float* r = rows.get() + k * nk;
             for (int64_t kk = 0; kk < nk; ++kk) r[kk] = hsum(acc[kk]);
+            used[k] = 1;
           });
     }
   }
   Tensor votes = at::empty({n, nk}, weights.options());
-  reduce_rows(rows.data(), nk, bins.gid, bins.total, n, nt, votes.data_ptr<float>());
+  float* pv = votes.data_ptr<float>();
+  reduce_rows(rows.get(), nk, bins.gid, used.data(), bins.total, n, nt, [&](int64_t i, const float* s) {
+    for (int64_t kk = 0; kk < nk; ++kk) pv[i * nk + kk] = s[kk];
+  });
   return votes;
 }
 

@@ -7,7 +7,6 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <omp.h>
@@ -151,7 +150,7 @@ std::tuple<Tensor, Tensor, Tensor> sh_backward(const Tensor& means, const Tensor
   const int nk = (in.deg + 1) * (in.deg + 1);
   Tensor dm = at::empty({in.n, 3}, means.options());
   Tensor ddc = at::empty({in.n, 1, 3}, means.options());
-  Tensor drest = at::zeros({in.n, in.rest, 3}, means.options());  // inactive coefficients get exact zeros
+  Tensor drest = at::empty({in.n, in.rest, 3}, means.options());
   const float* g = d_colors.data_ptr<float>();
   float *pdm = dm.data_ptr<float>(), *pdc = ddc.data_ptr<float>(), *pdr = drest.data_ptr<float>();
 #pragma omp parallel for num_threads(in.nt) schedule(static, 4096)
@@ -175,6 +174,7 @@ std::tuple<Tensor, Tensor, Tensor> sh_backward(const Tensor& means, const Tensor
       }
       for (int j = 0; j < 3; ++j) gdir[j] += gb * db[k][j];
     }
+    std::fill(gr + 3 * (nk - 1), gr + 3 * in.rest, 0.0f);  // inactive coefficients: exact zeros
     // dir = v / |v|: d v = (g - dir (dir . g)) / |v|
     const float dot = gdir[0] * dir[0] + gdir[1] * dir[1] + gdir[2] * dir[2];
     for (int j = 0; j < 3; ++j) pdm[3 * i + j] = (gdir[j] - dir[j] * dot) * inv_len;

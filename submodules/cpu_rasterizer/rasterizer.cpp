@@ -521,6 +521,72 @@ std::tuple<Tensor, Tensor, Tensor> rasterize_forward(const Tensor& means2d, cons
   return {out, t_final, last};
 }
 
+// Back-to-front state of one tile: T recovered so far, S = sum behind of (g . c) alpha T, K = T_final dL/dT_final,
+// lst = last contributor per pixel.
+struct alignas(32) BwdTile {
+  float T[kTilePix], S[kTilePix], K[kTilePix];
+  int32_t lst[kTilePix];
+};
+
+// One (tile, Gaussian) intersection of the backward: updates st on the Gaussian's chunks and writes its row r
+// [6 + nc]. NC > 0 fixes the channel count at compile time (accumulators stay in registers; 3 = RGB, 4 = RGB +
+// depth); NC = 0 takes nc at run time with the accumulators in a_col_dyn [nc].
+template <int NC>
+void backward_one(const Packed& p, const Box& b, int tx0, int ty0, int32_t jl, const float* c, int64_t nc_rt,
+                  const float* g, BwdTile& st, vf8* a_col_dyn, float* r) {
+  constexpr bool kFixed = NC > 0;
+  const int64_t nc = kFixed ? NC : nc_rt;
+  vf8 a_col_fixed[kFixed ? NC : 1];
+  auto a_col = [&](int64_t ch) -> vf8& {
+    if constexpr (kFixed)
+      return a_col_fixed[ch];
+    else
+      return a_col_dyn[ch];
+  };
+  for (int64_t ch = 0; ch < nc; ++ch) a_col(ch) = splat(0.0f);
+  const vi8 jlv = splati(jl);
+  const float hc = -0.5f * p.c;
+  vf8 a_mx = splat(0.0f), a_my = a_mx, a_a = a_mx, a_b = a_mx, a_c = a_mx, a_o = a_mx;
+  for (int y = b.y_lo; y <= b.y_hi; ++y) {
+    const float dy = p.my - static_cast<float>(ty0 + y);
+    const float hc_dy2 = hc * (dy * dy);
+    for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
+      const int i = y * kTile + xb;
+      const ChunkPower cp = chunk_power(p, dy, hc_dy2, static_cast<float>(tx0 + xb));
+      const vi8 pre = lane_mask(xb, b) & (jlv < loadi(st.lst + i)) & cp.maybe;
+      if (!any_lane(pre)) continue;  // adds only zeros below
+      const PixelEval e = eval_finish(p, cp);
+      const vi8 valid = pre & e.ok;
+      vf8 gc = splat(0.0f);  // g . c
+      for (int64_t ch = 0; ch < nc; ++ch) gc += loadf(g + ch * kTilePix + i) * c[ch];
+      const vf8 one_m = 1.0f - e.alpha;
+      const vf8 s_old = loadf(st.S + i), t_old = loadf(st.T + i);
+      const vf8 t = t_old / one_m;
+      const vf8 dl_dalpha = t * gc - (s_old + loadf(st.K + i)) / one_m;
+      const vf8 wt = e.alpha * t;
+      storef(st.S + i, valid ? s_old + gc * wt : s_old);
+      storef(st.T + i, valid ? t : t_old);
+      const vf8 w = valid ? wt : splat(0.0f);
+      for (int64_t ch = 0; ch < nc; ++ch) a_col(ch) += w * loadf(g + ch * kTilePix + i);
+      const vf8 dl_dop = valid ? e.G * dl_dalpha : splat(0.0f);  // clamp passed through
+      const vf8 dl_dpow = dl_dop * p.o;                          // dL/dpower = dL/dG * G
+      a_o += dl_dop;
+      a_mx += dl_dpow * -(p.a * e.dx + p.b * dy);
+      a_my += dl_dpow * -(p.c * dy + p.b * e.dx);
+      a_a += dl_dpow * (-0.5f * (e.dx * e.dx));
+      a_b += dl_dpow * -(e.dx * dy);
+      a_c += dl_dpow * (-0.5f * (dy * dy));
+    }
+  }
+  r[0] = hsum(a_mx);
+  r[1] = hsum(a_my);
+  r[2] = hsum(a_a);
+  r[3] = hsum(a_b);
+  r[4] = hsum(a_c);
+  r[5] = hsum(a_o);
+  for (int64_t ch = 0; ch < nc; ++ch) r[6 + ch] = hsum(a_col(ch));
+}
+
 // ------------------------------------------------------------------------------------------------------------
 // Backward (Inria's order: back to front from the last contributor, T recovered by division).
 // For a pixel with upstream gradients g (colour) and gT (final transmittance):
@@ -560,10 +626,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
 
 #pragma omp parallel num_threads(nt)
   {
-    struct alignas(32) {
-      float T[kTilePix], S[kTilePix], K[kTilePix];
-      int32_t lst[kTilePix];
-    } st;
+    BwdTile st;
     std::vector<vf8> a_col(static_cast<size_t>(nc));  // per-channel colour-gradient accumulators
     std::vector<vf8> g_v(static_cast<size_t>(nc) * kTilePix / kLanes);
     float* g = reinterpret_cast<float*>(g_v.data());
@@ -604,49 +667,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
         Box b;
         if (!gaussian_box(p, tx0, ty0, tw, th, b)) continue;
         const float* c = col + static_cast<int64_t>(gi) * nc_all;
-        const vi8 jlv = splati(jl);
-        const float hc = -0.5f * p.c;
-        vf8 a_mx = splat(0.0f), a_my = a_mx, a_a = a_mx, a_b = a_mx, a_c = a_mx, a_o = a_mx;
-        std::fill(a_col.begin(), a_col.end(), splat(0.0f));
-        for (int y = b.y_lo; y <= b.y_hi; ++y) {
-          const float dy = p.my - static_cast<float>(ty0 + y);
-          const float hc_dy2 = hc * (dy * dy);
-          for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
-            const int i = y * kTile + xb;
-            const ChunkPower cp = chunk_power(p, dy, hc_dy2, static_cast<float>(tx0 + xb));
-            const vi8 pre = lane_mask(xb, b) & (jlv < loadi(st.lst + i)) & cp.maybe;
-            if (!any_lane(pre)) continue;  // adds only zeros below
-            const PixelEval e = eval_finish(p, cp);
-            const vi8 valid = pre & e.ok;
-            vf8 gc = splat(0.0f);  // g . c
-            for (int64_t ch = 0; ch < nc; ++ch) gc += loadf(g + ch * kTilePix + i) * c[ch];
-            const vf8 one_m = 1.0f - e.alpha;
-            const vf8 s_old = loadf(st.S + i), t_old = loadf(st.T + i);
-            const vf8 t = t_old / one_m;
-            const vf8 dl_dalpha = t * gc - (s_old + loadf(st.K + i)) / one_m;
-            const vf8 wt = e.alpha * t;
-            storef(st.S + i, valid ? s_old + gc * wt : s_old);
-            storef(st.T + i, valid ? t : t_old);
-            const vf8 w = valid ? wt : splat(0.0f);
-            for (int64_t ch = 0; ch < nc; ++ch) a_col[ch] += w * loadf(g + ch * kTilePix + i);
-            const vf8 dl_dop = valid ? e.G * dl_dalpha : splat(0.0f);  // clamp passed through
-            const vf8 dl_dpow = dl_dop * p.o;                          // dL/dpower = dL/dG * G
-            a_o += dl_dop;
-            a_mx += dl_dpow * -(p.a * e.dx + p.b * dy);
-            a_my += dl_dpow * -(p.c * dy + p.b * e.dx);
-            a_a += dl_dpow * (-0.5f * (e.dx * e.dx));
-            a_b += dl_dpow * -(e.dx * dy);
-            a_c += dl_dpow * (-0.5f * (dy * dy));
-          }
-        }
         float* r = rows.get() + k * d;
-        r[0] = hsum(a_mx);
-        r[1] = hsum(a_my);
-        r[2] = hsum(a_a);
-        r[3] = hsum(a_b);
-        r[4] = hsum(a_c);
-        r[5] = hsum(a_o);
-        for (int64_t ch = 0; ch < nc; ++ch) r[6 + ch] = hsum(a_col[ch]);
+        if (nc == 3)
+          backward_one<3>(p, b, tx0, ty0, jl, c, nc, g, st, a_col.data(), r);
+        else if (nc == 4)
+          backward_one<4>(p, b, tx0, ty0, jl, c, nc, g, st, a_col.data(), r);
+        else
+          backward_one<0>(p, b, tx0, ty0, jl, c, nc, g, st, a_col.data(), r);
         used[k] = 1;
       }
     }

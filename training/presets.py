@@ -84,8 +84,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "cpu": Preset(
         name="cpu",
-        description="short schedule for a 2-core CPU: ~7 min at 256² (maryRose), ~20 min at 504x378 "
-                    "on one thread (fern)",
+        description="short schedule for a 2-core CPU: ~3 min at 256² (maryRose), ~5 min at 504x378 "
+                    "(fern), 2 threads",
         iterations=2_000,
         schedule=_cpu_schedule,
         random_init_points=30_000,

@@ -399,6 +399,25 @@ static inline vi8 lane_mask(int xb, const Box& b) {
   return (xi >= splati(b.x_lo)) & (xi <= splati(b.x_hi));
 }
 
+// The chunk loop shared by all passes: for each 8-pixel chunk of the Gaussian's box in the tile (row-major) it
+// calls body(i, dy, cp, pre) when some lane is in the box, has an exponent in [lpow, 0] and is open(i) for the
+// pass (forward / vote: pixel not terminated; backward: Gaussian before the pixel's last contributor). Skipped
+// chunks have no lane that could contribute.
+template <typename Open, typename Body>
+static inline void visit_chunks(const Packed& p, const Box& b, int tx0, int ty0, Open&& open, Body&& body) {
+  const float hc = -0.5f * p.c;
+  for (int y = b.y_lo; y <= b.y_hi; ++y) {
+    const float dy = p.my - static_cast<float>(ty0 + y);
+    const float hc_dy2 = hc * (dy * dy);
+    for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
+      const int i = y * kTile + xb;
+      const ChunkPower cp = chunk_power(p, dy, hc_dy2, static_cast<float>(tx0 + xb));
+      const vi8 pre = lane_mask(xb, b) & cp.maybe & open(i);
+      if (any_lane(pre)) body(i, dy, cp, pre);
+    }
+  }
+}
+
 // Front-to-back pass over one tile shared by forward and vote. For each intersection k (Gaussian g) that
 // reaches the tile: on_begin(k, g), then on_chunk(i, w) for every chunk at tile offset i that has a lane which
 // may contribute, w = alpha * T per lane (0 on the others), then on_end(k). Chunks that are not visited would
@@ -430,31 +449,23 @@ void front_to_back(const Packed* pk, const Bins& bins, int64_t tile, const TileG
     Box b;
     if (!gaussian_box(p, tx0, ty0, tw, th, b)) continue;
     const vi8 contributor = splati(static_cast<int32_t>(k - start + 1));
-    const float hc = -0.5f * p.c;
     vi8 nstop = splati(0);
     on_begin(k, g);
-    for (int y = b.y_lo; y <= b.y_hi; ++y) {
-      const float dy = p.my - static_cast<float>(ty0 + y);
-      const float hc_dy2 = hc * (dy * dy);
-      for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
-        const int i = y * kTile + xb;
-        const ChunkPower cp = chunk_power(p, dy, hc_dy2, static_cast<float>(tx0 + xb));
-        const vi8 done = loadi(st.done + i);
-        const vi8 pre = lane_mask(xb, b) & cp.maybe & (done == splati(0));
-        if (!any_lane(pre)) continue;
-        const PixelEval e = eval_finish(p, cp);
-        const vi8 valid = pre & e.ok;
-        const vf8 t = loadf(st.T + i);
-        const vf8 test_t = t * (1.0f - e.alpha);
-        const vi8 stop = valid & (test_t < splat(kMinT));
-        const vi8 contrib = valid & ~stop;
-        storef(st.T + i, contrib ? test_t : t);
-        storei(st.done + i, done | stop);
-        storei(st.last + i, contrib ? contributor : loadi(st.last + i));
-        nstop -= stop;  // stop lanes are -1
-        on_chunk(i, contrib ? e.alpha * t : splat(0.0f));
-      }
-    }
+    visit_chunks(
+        p, b, tx0, ty0, [&](int i) { return loadi(st.done + i) == splati(0); },
+        [&](int i, float, const ChunkPower& cp, vi8 pre) {
+          const PixelEval e = eval_finish(p, cp);
+          const vi8 valid = pre & e.ok;
+          const vf8 t = loadf(st.T + i);
+          const vf8 test_t = t * (1.0f - e.alpha);
+          const vi8 stop = valid & (test_t < splat(kMinT));
+          const vi8 contrib = valid & ~stop;
+          storef(st.T + i, contrib ? test_t : t);
+          storei(st.done + i, loadi(st.done + i) | stop);
+          storei(st.last + i, contrib ? contributor : loadi(st.last + i));
+          nstop -= stop;  // stop lanes are -1
+          on_chunk(i, contrib ? e.alpha * t : splat(0.0f));
+        });
     on_end(k);
     for (int l = 0; l < kLanes; ++l) active -= nstop[l];
   }
@@ -545,39 +556,33 @@ void backward_one(const Packed& p, const Box& b, int tx0, int ty0, int32_t jl, c
   };
   for (int64_t ch = 0; ch < nc; ++ch) a_col(ch) = splat(0.0f);
   const vi8 jlv = splati(jl);
-  const float hc = -0.5f * p.c;
   vf8 a_mx = splat(0.0f), a_my = a_mx, a_a = a_mx, a_b = a_mx, a_c = a_mx, a_o = a_mx;
-  for (int y = b.y_lo; y <= b.y_hi; ++y) {
-    const float dy = p.my - static_cast<float>(ty0 + y);
-    const float hc_dy2 = hc * (dy * dy);
-    for (int xb = b.xb_lo; xb <= b.x_hi; xb += kLanes) {
-      const int i = y * kTile + xb;
-      const ChunkPower cp = chunk_power(p, dy, hc_dy2, static_cast<float>(tx0 + xb));
-      const vi8 pre = lane_mask(xb, b) & (jlv < loadi(st.lst + i)) & cp.maybe;
-      if (!any_lane(pre)) continue;  // adds only zeros below
-      const PixelEval e = eval_finish(p, cp);
-      const vi8 valid = pre & e.ok;
-      vf8 gc = splat(0.0f);  // g . c
-      for (int64_t ch = 0; ch < nc; ++ch) gc += loadf(g + ch * kTilePix + i) * c[ch];
-      const vf8 one_m = 1.0f - e.alpha;
-      const vf8 s_old = loadf(st.S + i), t_old = loadf(st.T + i);
-      const vf8 t = t_old / one_m;
-      const vf8 dl_dalpha = t * gc - (s_old + loadf(st.K + i)) / one_m;
-      const vf8 wt = e.alpha * t;
-      storef(st.S + i, valid ? s_old + gc * wt : s_old);
-      storef(st.T + i, valid ? t : t_old);
-      const vf8 w = valid ? wt : splat(0.0f);
-      for (int64_t ch = 0; ch < nc; ++ch) a_col(ch) += w * loadf(g + ch * kTilePix + i);
-      const vf8 dl_dop = valid ? e.G * dl_dalpha : splat(0.0f);  // clamp passed through
-      const vf8 dl_dpow = dl_dop * p.o;                          // dL/dpower = dL/dG * G
-      a_o += dl_dop;
-      a_mx += dl_dpow * -(p.a * e.dx + p.b * dy);
-      a_my += dl_dpow * -(p.c * dy + p.b * e.dx);
-      a_a += dl_dpow * (-0.5f * (e.dx * e.dx));
-      a_b += dl_dpow * -(e.dx * dy);
-      a_c += dl_dpow * (-0.5f * (dy * dy));
-    }
-  }
+  // Chunks that are not visited would add only zeros below.
+  visit_chunks(
+      p, b, tx0, ty0, [&](int i) { return jlv < loadi(st.lst + i); },
+      [&](int i, float dy, const ChunkPower& cp, vi8 pre) {
+        const PixelEval e = eval_finish(p, cp);
+        const vi8 valid = pre & e.ok;
+        vf8 gc = splat(0.0f);  // g . c
+        for (int64_t ch = 0; ch < nc; ++ch) gc += loadf(g + ch * kTilePix + i) * c[ch];
+        const vf8 one_m = 1.0f - e.alpha;
+        const vf8 s_old = loadf(st.S + i), t_old = loadf(st.T + i);
+        const vf8 t = t_old / one_m;
+        const vf8 dl_dalpha = t * gc - (s_old + loadf(st.K + i)) / one_m;
+        const vf8 wt = e.alpha * t;
+        storef(st.S + i, valid ? s_old + gc * wt : s_old);
+        storef(st.T + i, valid ? t : t_old);
+        const vf8 w = valid ? wt : splat(0.0f);
+        for (int64_t ch = 0; ch < nc; ++ch) a_col(ch) += w * loadf(g + ch * kTilePix + i);
+        const vf8 dl_dop = valid ? e.G * dl_dalpha : splat(0.0f);  // clamp passed through
+        const vf8 dl_dpow = dl_dop * p.o;                          // dL/dpower = dL/dG * G
+        a_o += dl_dop;
+        a_mx += dl_dpow * -(p.a * e.dx + p.b * dy);
+        a_my += dl_dpow * -(p.c * dy + p.b * e.dx);
+        a_a += dl_dpow * (-0.5f * (e.dx * e.dx));
+        a_b += dl_dpow * -(e.dx * dy);
+        a_c += dl_dpow * (-0.5f * (dy * dy));
+      });
   r[0] = hsum(a_mx);
   r[1] = hsum(a_my);
   r[2] = hsum(a_a);

@@ -4,7 +4,7 @@
     python benchmarks/bench_train.py --model output/maryRose # a trained model's Gaussians instead
     python benchmarks/bench_train.py --json /tmp/bench_train.json
 
-One iteration is timed phase by phase, as train.py runs it: SH colours (torch) + projection (native), binning
+One iteration is timed phase by phase, as train.py runs it: SH colours + projection (native), binning
 (native), compositing forward (native), loss (L1 + D-SSIM), backward (native compositing backward + torch
 autograd), Adam step, densification statistics; plus one densify_and_prune call. The phases are reached
 through the CPU backend (gaussian_renderer.cpu); if it changes shape the script

@@ -377,7 +377,7 @@ def test_failed_build_reports_compiler_error(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "rasterizer.cpp").write_text("int broken( { return 0; }\n")
-    for other in ("projection.cpp", "sh.cpp"):
+    for other in ("projection.cpp", "sh.cpp", "common.h"):
         (src / other).write_text("\n")
     code = ("import gaussian_renderer.native as n, pathlib, sys\n"
             f"n.SOURCE_DIR = pathlib.Path({str(src)!r})\n"

@@ -13,6 +13,8 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "common.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -115,9 +117,7 @@ inline void forward_one(const Cam& cam, const float* m, const float* q, const fl
   f.inv_det = 1.0f / (f.a * f.c - f.b * f.b);
 }
 
-int resolve_threads(int64_t num_threads) {
-  return num_threads > 0 ? static_cast<int>(num_threads) : std::max(1, omp_get_num_procs());
-}
+using gs_cpu::resolve_threads;
 
 // (means2d [N, 2], conics [N, 3], depths [N], radii [N] int32; 0 = culled or degenerate)
 std::tuple<Tensor, Tensor, Tensor, Tensor> project_forward(const Tensor& means, const Tensor& quats,

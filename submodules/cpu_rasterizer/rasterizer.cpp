@@ -26,8 +26,9 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
+
+#include "common.h"
 
 #include <omp.h>
 #ifdef __AVX__
@@ -52,9 +53,7 @@ constexpr int kPrefetch = 4;  // intersections ahead whose Gaussian data is pref
 
 using at::Tensor;
 
-int resolve_threads(int64_t num_threads) {
-  return num_threads > 0 ? static_cast<int>(num_threads) : std::max(1, omp_get_num_procs());
-}
+using gs_cpu::resolve_threads;
 
 // 8-lane vectors (GCC vector extensions: SSE pairs by default, AVX with -mavx2). Every pixel-level quantity is
 // computed with the same vector code in forward, backward and vote, so their skip decisions agree bit for bit.

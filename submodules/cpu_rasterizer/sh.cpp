@@ -9,6 +9,8 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "common.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -95,7 +97,7 @@ Inputs check(const Tensor& means, const Tensor& dc, const Tensor& rest, const st
   in.n = n;
   in.rest = rest.size(1);
   in.deg = static_cast<int>(degree);
-  in.nt = num_threads > 0 ? static_cast<int>(num_threads) : std::max(1, omp_get_num_procs());
+  in.nt = gs_cpu::resolve_threads(num_threads);
   in.means = means.data_ptr<float>();
   in.dc = dc.data_ptr<float>();
   in.rst = rest.data_ptr<float>();

@@ -35,6 +35,9 @@ class ModelParams:
     white_background: bool = _f(False, "composite RGBA images and render on white instead of black", "-w")
     data_device: str = _f("cpu", "device holding the training images")
     eval: bool = _f(False, "hold out every 8th view as the test split (Inria's --eval)")
+    object_masks: str = _f("", "folder of binary masks, one per view (matched by file stem): pixels outside "
+                               "the mask become the background colour in training and evaluation (object-only "
+                               "reconstruction, for captures whose background is not static; default: off)")
     image_cache_mb: int = _f(2048, "memory budget for decoded images; beyond it images are loaded lazily")
 
 

@@ -322,6 +322,13 @@ class MaskSet:
     def cameras(self) -> list["Camera"]:
         return [e.camera for e in self._entries]
 
+    def source_of(self, image_name: str) -> Optional[str]:
+        """The file (binary/ids), folder (sam) or COCO image name holding this view's mask; None if none."""
+        for e in self._entries:
+            if e.camera.image_name == image_name:
+                return e.source
+        return None
+
     @property
     def fmt(self) -> str:
         """The resolved format (reads files only to tell ``binary`` from ``ids`` in PNG folders)."""

@@ -2,8 +2,8 @@
 
 Creating a Scene for training writes Inria's files into ``model_path`` (``input.ply``: the initial points,
 ``cameras.json``: test then train cameras, as Inria lists them) and initialises the Gaussians from the
-dataset's points, or from uniform random points inside ``SceneInfo.bounds`` when the dataset has none
-(NeRF-synthetic, LLFF without ``sparse/``). Creating it with ``load_iteration`` reads a trained
+dataset's points, or, when the dataset has none (NeRF-synthetic, LLFF without ``sparse/``), from points
+triangulated from the views or random points inside ``SceneInfo.bounds``. Creating it with ``load_iteration`` reads a trained
 ``point_cloud/iteration_N/point_cloud.ply`` instead and writes nothing.
 
 Unlike Inria the camera lists are not shuffled: the trainer draws its view order from seeded generators, so
@@ -28,7 +28,9 @@ from utils.ply import write_point_cloud_ply
 
 log = logging.getLogger(__name__)
 
-RANDOM_INIT_MODES = ("uniform", "images")
+RANDOM_INIT_MODES = ("uniform", "images", "triangulate")
+# Fewer triangulated points than this fall back to random points coloured from the images.
+MIN_TRIANGULATED_POINTS = 1000
 
 
 def check_model_path(model_path: str | Path) -> Path:
@@ -103,9 +105,11 @@ class Scene:
                  random_init: str = "uniform", image_cache: Optional[ImageCache] = None):
         """``load_iteration``: None trains from scratch; -1 loads the newest saved iteration; N loads N.
 
-        ``random_init`` for scenes without points: "uniform" (Inria: uniform in the bounds, near-grey) or
-        "images" (the same points coloured from the photos, see :func:`image_colored_point_cloud`).
-        ``scene_info`` skips reading the source (tests, generated scenes).
+        ``random_init`` for scenes without points: "uniform" (Inria: uniform in the bounds, near-grey),
+        "images" (the same points coloured from the photos, see :func:`image_colored_point_cloud`) or
+        "triangulate" (SIFT tracks triangulated with the known poses, :mod:`scene.triangulate`; not random,
+        so ``self.random_init`` stays False). ``args.object_masks`` turns every view into its masked RGBA
+        (:mod:`scene.object_masks`). ``scene_info`` skips reading the source (tests, generated scenes).
         """
         if random_init not in RANDOM_INIT_MODES:
             raise UserError(f"--random_init {random_init!r}: use one of {', '.join(RANDOM_INIT_MODES)}")
@@ -117,6 +121,10 @@ class Scene:
         if scene_info is None:
             scene_info = read_scene(args.source_path, args.images, args.resolution, args.eval,
                                     args.white_background)
+        if getattr(args, "object_masks", ""):
+            from scene.object_masks import apply_object_masks
+
+            scene_info = apply_object_masks(scene_info, args.object_masks)
         self.scene_info = scene_info
         if not scene_info.train_cameras:
             raise UserError(f"{args.source_path}: no training views; check -s and --eval")
@@ -132,16 +140,28 @@ class Scene:
         check_model_path(self.model_path)
         pcd = scene_info.point_cloud
         if pcd is None or len(pcd.points) == 0:
-            self.random_init = True
             if random_init_points <= 0:
                 raise UserError(f"{args.source_path}: the scene has no points; pass --random_init_points > 0")
-            log.info("%s: no points in the dataset; initialising %d random points (%s) in the scene bounds",
-                     args.source_path, random_init_points, random_init)
-            if random_init == "images":
-                pcd = image_colored_point_cloud(scene_info.bounds, random_init_points, self.train_cameras,
-                                                image_cache, seed)
-            else:
-                pcd = random_point_cloud(scene_info.bounds, random_init_points, seed)
+            if random_init == "triangulate":
+                from scene.triangulate import triangulate_points
+
+                log.info("%s: no points in the dataset; triangulating SIFT matches between the training views",
+                         args.source_path)
+                pcd = triangulate_points(self.train_cameras, image_cache, progress=True)
+                if len(pcd.points) < MIN_TRIANGULATED_POINTS:
+                    log.warning("%s: only %d points triangulated (too few views, texture or pose accuracy); "
+                                "using %d random points coloured from the images instead",
+                                args.source_path, len(pcd.points), random_init_points)
+                    random_init = "images"
+            if random_init != "triangulate":
+                self.random_init = True
+                log.info("%s: no points in the dataset; initialising %d random points (%s) in the scene bounds",
+                         args.source_path, random_init_points, random_init)
+                if random_init == "images":
+                    pcd = image_colored_point_cloud(scene_info.bounds, random_init_points, self.train_cameras,
+                                                    image_cache, seed)
+                else:
+                    pcd = random_point_cloud(scene_info.bounds, random_init_points, seed)
         self.initial_points = pcd
         write_point_cloud_ply(self.model_path / "input.ply", pcd.points, pcd.colors)
         write_cameras_json(self.model_path / "cameras.json", self.test_cameras + self.train_cameras)

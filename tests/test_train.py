@@ -89,7 +89,8 @@ def test_real_scene_loss_drops_and_inria_folder_written(tmp_path: Path) -> None:
     L1 at initialisation, and the folder has Inria's files, readable by our readers."""
     model = tmp_path / "mary"
     ns = build_parser().parse_args(["-s", str(MARY), "-m", str(model), "-r", "64", "--eval", "--preset", "cpu",
-                                    "--iterations", "150", "--random_init_points", "3000", "--backend", "cpu",
+                                    "--iterations", "150", "--random_init", "images", "--random_init_points", "3000",
+                                    "--backend", "cpu",
                                     "--threads", "1", "--test_iterations", "1", "150", "--quiet",
                                     "--densify_from_iter", "50", "--densification_interval", "50",
                                     "--densify_until_iter", "150"])

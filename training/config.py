@@ -29,8 +29,8 @@ class TrainConfig:
     start_checkpoint: Optional[str] = None   # resume from this chkpntN.pth
     seed: int = 0                            # seeds init, view order, random background, split samples
     random_init_points: int = 100_000        # points drawn when the dataset has none (Inria: 100k)
-    random_init: str = "uniform"             # "uniform" (Inria, grey) or "images" (coloured from the views)
-    random_init_lambda_opacity: float = 0.0  # opt.lambda_opacity used instead when the init is random
+    random_init: str = "uniform"             # "uniform" (Inria, grey), "images" (coloured) or "triangulate"
+    random_init_lambda_opacity: float = 0.0  # opt.lambda_opacity used instead when the init is random (not triangulated)
     sh_increase_interval: int = 1000         # raise the active SH degree every this many iterations
     min_opacity: float = 0.005               # Inria's pruning threshold in densify_and_prune
     device: str = "cpu"                      # where the Gaussians live
@@ -60,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of every random stream (default: 0)")
     g.add_argument("--random_init_points", type=int, default=None,
                    help="random points when the dataset has none (default: preset's; Inria: 100000)")
-    g.add_argument("--random_init", choices=("uniform", "images"), default=None,
-                   help="random points when the dataset has none: uniform (Inria: uniform in the bounds, "
-                        "near-grey) or images (same points, each coloured with the mean colour of the views "
-                        "it projects into) (default: preset's)")
+    g.add_argument("--random_init", choices=("uniform", "images", "triangulate"), default=None,
+                   help="initial points when the dataset has none: uniform (Inria: random in the bounds, "
+                        "near-grey), images (the same points, each coloured with the mean colour of the views "
+                        "it projects into) or triangulate (SIFT matches between training views triangulated "
+                        "with the known poses; falls back to images when under 1000 points) (default: preset's)")
     g.add_argument("--threads", dest="num_threads", type=int, default=argparse.SUPPRESS,
                    help="threads for the rasterizer and torch (0: all cores); same as --num_threads")
     g.add_argument("--device", default="cpu", help="device for the Gaussians (default: cpu)")
@@ -90,6 +91,8 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
     if not model.source_path:
         raise UserError("-s/--source_path is required: the scene folder to train on")
     model.source_path = str(Path(model.source_path).resolve())
+    if model.object_masks:
+        model.object_masks = str(Path(model.object_masks).resolve())
     if not model.model_path:
         model.model_path = default_model_path()
     pipe = extract(PipelineParams, ns)

@@ -4,7 +4,8 @@ A preset is a function of the iteration count, so ``--preset cpu --iterations 60
 densification window, the opacity-reset period and the position-LR decay to the new length.
 
 ``inria``: the paper's 30k-iteration schedule (arguments.OptimizationParams defaults, 100k random points).
-``cpu``: a short schedule for 2-core CPUs (measured numbers in training/README.md).
+``cpu``: a short schedule for 2-core CPUs; scenes without points start from points triangulated from the
+views (falling back to random ones) (measured numbers in training/README.md).
 """
 from __future__ import annotations
 
@@ -88,8 +89,8 @@ PRESETS: dict[str, Preset] = {
                     "(fern), 2 threads",
         iterations=2_000,
         schedule=_cpu_schedule,
-        random_init_points=30_000,
-        random_init="images",
+        random_init_points=30_000,       # only when triangulation finds < 1000 points
+        random_init="triangulate",
         random_init_lambda_opacity=CPU_RANDOM_INIT_LAMBDA_OPACITY,
         test_iterations=lambda n: [n],
         save_iterations=lambda n: [n],

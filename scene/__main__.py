@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if distorted:
         print(f"distortion {distorted} views undistorted ({cams[0].distortion.model if cams[0].distortion else ''})")
     pts = info.point_cloud
-    print(f"points     {len(pts.points) if pts is not None else 'none (random init inside the bounds)'}")
+    print(f"points     {len(pts.points) if pts is not None else 'none (train.py triangulates them or draws random ones)'}")
     lo, hi = info.bounds
     print(f"bounds     [{lo[0]:.2f} {lo[1]:.2f} {lo[2]:.2f}] .. [{hi[0]:.2f} {hi[1]:.2f} {hi[2]:.2f}]")
     print(f"extent     radius {info.nerf_normalization['radius']:.3f}")

@@ -37,6 +37,8 @@ def _run(ns: argparse.Namespace) -> dict:
 
     info = read_scene(ns.source, ns.images, ns.resolution, False, False)
     cams = sorted(info.train_cameras + info.test_cameras, key=lambda c: c.image_name)
+    if ns.views:
+        cams = cams[:ns.views]
     mset = open_masks(ns.masks, cams, fmt="binary")
     masks = {c.image_name: m > 0 for c, m in mset}
     missing = [c.image_name for c in cams if c.image_name not in masks]
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          "of the background (default: 3)")
     p.add_argument("--ratio", type=float, default=0.75, help="Lowe ratio (default: 0.75)")
     p.add_argument("--max-epipolar-px", type=float, default=1.5)
+    p.add_argument("--views", type=int, default=0, help="only the first N views (default: all)")
     p.add_argument("--json", help="write the figures as JSON")
     ns = p.parse_args(argv)
     try:
@@ -98,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if ns.json:
-        Path(ns.json).write_text(json.dumps(out, indent=1))
+        tmp = Path(ns.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(out, indent=1))
+        tmp.replace(ns.json)
     return 0
 
 

@@ -199,3 +199,27 @@ def test_sift_keypoints_use_colmap_pixel_centres():
                           TriangulationConfig())
     d = np.linalg.norm(xy - [20.5, 30.5], axis=1)
     assert len(xy) and d.min() < 0.15, xy
+
+
+MARY = Path(__file__).resolve().parents[2] / "shared" / "data" / "maryRose"
+
+
+@pytest.mark.skipif(not MARY.is_dir(), reason="../shared/data/maryRose not present")
+def test_scene_consistency_benchmark_runs(tmp_path: Path):
+    """benchmarks/scene_consistency.py on maryRose's first views: object matches agree with the poses; a
+    bad mask folder is one error line and exit status 2."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "c.json"
+    res = subprocess.run([sys.executable, "benchmarks/scene_consistency.py", "--source", str(MARY), "--masks",
+                          str(MARY / "masks"), "--views", "4", "--json", str(out)],
+                         cwd=repo, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert len(data["pairs"]) == 3 and data["object_matches"] > 300 and data["object_agree_rate"] > 0.9
+    res = subprocess.run([sys.executable, "benchmarks/scene_consistency.py", "--source", str(MARY), "--masks",
+                          str(tmp_path / "nope")], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "nope" in res.stderr, res.stderr

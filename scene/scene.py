@@ -3,8 +3,8 @@
 Creating a Scene for training writes Inria's files into ``model_path`` (``input.ply``: the initial points,
 ``cameras.json``: test then train cameras, as Inria lists them) and initialises the Gaussians from the
 dataset's points, or, when the dataset has none (NeRF-synthetic, LLFF without ``sparse/``), from points
-triangulated from the views or random points inside ``SceneInfo.bounds``. Creating it with ``load_iteration`` reads a trained
-``point_cloud/iteration_N/point_cloud.ply`` instead and writes nothing.
+triangulated from the views or random points inside ``SceneInfo.bounds``. Creating it with
+``load_iteration`` reads a trained ``point_cloud/iteration_N/point_cloud.ply`` instead and writes nothing.
 
 Unlike Inria the camera lists are not shuffled: the trainer draws its view order from seeded generators, so
 a run (and a resumed run) is reproducible.
@@ -102,7 +102,8 @@ class Scene:
 
     def __init__(self, args: ModelParams, gaussians: GaussianModel, load_iteration: Optional[int] = None,
                  random_init_points: int = 100_000, seed: int = 0, scene_info: Optional[SceneInfo] = None,
-                 random_init: str = "uniform", image_cache: Optional[ImageCache] = None):
+                 random_init: str = "uniform", image_cache: Optional[ImageCache] = None,
+                 progress: bool = False):
         """``load_iteration``: None trains from scratch; -1 loads the newest saved iteration; N loads N.
 
         ``random_init`` for scenes without points: "uniform" (Inria: uniform in the bounds, near-grey),
@@ -110,6 +111,7 @@ class Scene:
         "triangulate" (SIFT tracks triangulated with the known poses, :mod:`scene.triangulate`; not random,
         so ``self.random_init`` stays False). ``args.object_masks`` turns every view into its masked RGBA
         (:mod:`scene.object_masks`). ``scene_info`` skips reading the source (tests, generated scenes).
+        ``progress``: progress bars for the triangulation.
         """
         if random_init not in RANDOM_INIT_MODES:
             raise UserError(f"--random_init {random_init!r}: use one of {', '.join(RANDOM_INIT_MODES)}")
@@ -140,20 +142,20 @@ class Scene:
         check_model_path(self.model_path)
         pcd = scene_info.point_cloud
         if pcd is None or len(pcd.points) == 0:
-            if random_init_points <= 0:
-                raise UserError(f"{args.source_path}: the scene has no points; pass --random_init_points > 0")
             if random_init == "triangulate":
                 from scene.triangulate import triangulate_points
 
                 log.info("%s: no points in the dataset; triangulating SIFT matches between the training views",
                          args.source_path)
-                pcd = triangulate_points(self.train_cameras, image_cache, progress=True)
+                pcd = triangulate_points(self.train_cameras, image_cache, progress=progress)
                 if len(pcd.points) < MIN_TRIANGULATED_POINTS:
                     log.warning("%s: only %d points triangulated (too few views, texture or pose accuracy); "
                                 "using %d random points coloured from the images instead",
                                 args.source_path, len(pcd.points), random_init_points)
                     random_init = "images"
             if random_init != "triangulate":
+                if random_init_points <= 0:
+                    raise UserError(f"{args.source_path}: the scene has no points; pass --random_init_points > 0")
                 self.random_init = True
                 log.info("%s: no points in the dataset; initialising %d random points (%s) in the scene bounds",
                          args.source_path, random_init_points, random_init)

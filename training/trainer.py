@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, scene_info: Optional[SceneInfo] = None,
     gaussians = GaussianModel(model.sh_degree, device)
     cache = ImageCache(int(model.image_cache_mb) * 1024 * 1024)
     scene = Scene(model, gaussians, random_init_points=cfg.random_init_points, seed=cfg.seed,
-                  scene_info=scene_info, random_init=cfg.random_init, image_cache=cache)
+                  scene_info=scene_info, random_init=cfg.random_init, image_cache=cache, progress=cfg.progress)
     write_cfg_args(model_path / "cfg_args", model)
     if scene.random_init and cfg.random_init_lambda_opacity != opt.lambda_opacity:
         opt = dataclasses.replace(opt, lambda_opacity=cfg.random_init_lambda_opacity)

@@ -161,12 +161,10 @@ def triangulate_points(cameras: list[Camera], cache: Optional[ImageCache] = None
                        cfg: TriangulationConfig = TriangulationConfig(),
                        progress: bool = False) -> BasicPointCloud:
     """Triangulated SIFT tracks of ``cameras`` (with known poses) as a coloured point cloud (maybe empty)."""
+    from tqdm import tqdm
+
     images, kps, descs = [], [], []
-    it = cameras
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(cameras, desc="SIFT features", leave=False)
-    for cam in it:
+    for cam in tqdm(cameras, desc="SIFT features", leave=False, disable=not progress):
         img = cache.get(cam) if cache is not None else cam.prepare_image(cam.read_raw())
         xy, d = sift_features(img, cfg)
         images.append(img)
@@ -176,12 +174,8 @@ def triangulate_points(cameras: list[Camera], cache: Optional[ImageCache] = None
     uf = _UnionFind(int(offsets[-1]))
 
     pairs = _view_pairs(cameras, cfg.neighbours, cfg.max_view_angle_deg)
-    it = pairs
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(pairs, desc="matching view pairs", leave=False)
     n_matches = 0
-    for a, b in it:
+    for a, b in tqdm(pairs, desc="matching view pairs", leave=False, disable=not progress):
         good = ratio_matches(descs[a], descs[b], cfg.ratio)
         if not len(good):
             continue

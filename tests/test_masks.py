@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import utils.masks as masks_mod
+import utils.masks.files as mask_files
 from scene.cameras import Camera, Distortion
 from utils.errors import UserError
-from utils.masks import (binary_weights, label_weights, onehot_weights, open_masks, read_binary_mask,
+from utils.masks import (binary_weights, label_weights, onehot_weights, open_mask_source, open_masks, read_binary_mask,
                          read_label_png, resize_nearest, rle_counts_to_string, rle_decode, rle_string_to_counts,
                          votes_to_labels)
 
@@ -168,8 +168,20 @@ def test_sam_folders(tmp_path):
             _save(d / f"{k}.png", (m * 255).astype(np.uint8))
         (d / "metadata.csv").write_text("id,area\n0,1\n")
     cams = [_cam("a"), _cam("b", uid=1)]
-    ms = open_masks(tmp_path, cams)
-    assert ms.fmt == "sam" and ms.label_names == ["0", "1", "2"]
+    # auto: SAM automatic-mask folders are per-view proposals, not labels
+    props = open_mask_source(tmp_path, cams)
+    assert props.fmt == "sam" and not props.consistent and len(props) == 2
+    va = props.view("a")
+    assert va.masks.shape == (3, h, w) and va.ids == [0, 1, 2]
+    np.testing.assert_array_equal(va.masks[1], m1)
+    assert va.containing(6, 6) == [0, 1] and va.containing(12, 0) == [2]
+    with pytest.raises(UserError, match="names no object by itself.*--prompt"):
+        open_masks(tmp_path, cams)
+    with pytest.raises(UserError, match="numbered per image"):
+        open_mask_source(tmp_path, cams, labels="1")
+    # sam-tracked: the same layout read as consistent ids (SAM2 video output)
+    ms = open_masks(tmp_path, cams, fmt="sam-tracked")
+    assert ms.fmt == "sam-tracked" and ms.label_names == ["0", "1", "2"]
     got = dict(_collect(ms)[0])
     want = np.zeros((h, w), np.int32)
     want[m2] = 3
@@ -177,7 +189,7 @@ def test_sam_folders(tmp_path):
     want[m0] = 1  # overlap: the smallest label wins
     np.testing.assert_array_equal(got["a"], want)
     # picked in priority order: label 1 = k2, label 2 = k1; k0 becomes background
-    ms2 = open_masks(tmp_path, cams, labels="2,1")
+    ms2 = open_masks(tmp_path, cams, fmt="sam-tracked", labels="2,1")
     got2 = dict(_collect(ms2)[0])
     want2 = np.zeros((h, w), np.int32)
     want2[m1] = 2
@@ -185,7 +197,7 @@ def test_sam_folders(tmp_path):
     np.testing.assert_array_equal(got2["a"], want2)
     np.testing.assert_array_equal(got2["b"], np.where(m2, 2, 0))  # b has no k2; its k1 is m2 and its k0 is dropped
     with pytest.raises(UserError, match="SAM mask id 9 occurs in no matched view"):
-        open_masks(tmp_path, cams, labels=[9]).num_labels
+        open_masks(tmp_path, cams, fmt="sam-tracked", labels=[9]).num_labels
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -469,8 +481,8 @@ def test_streaming_reads_lazily(tmp_path, monkeypatch):
     for n in "abcd":
         _save(tmp_path / f"{n}.png", (_blob(12, 16) * 255).astype(np.uint8))
     opened = []
-    real = masks_mod._open_image
-    monkeypatch.setattr(masks_mod, "_open_image", lambda p: (opened.append(Path(p).name), real(p))[1])
+    real = mask_files.open_image
+    monkeypatch.setattr(mask_files, "open_image", lambda p: (opened.append(Path(p).name), real(p))[1])
     ms = open_masks(tmp_path, [_cam(n, uid=i) for i, n in enumerate("abcd")], fmt="binary")
     assert opened == [] and ms.num_labels == 1 and opened == []
     it = ms.items()
@@ -480,10 +492,10 @@ def test_streaming_reads_lazily(tmp_path, monkeypatch):
     next(it)
     assert opened == ["a.png", "b.png"]
     it.close()
-    # auto-detection reads only until the first non-empty mask
+    # auto-detection reads only until the first non-empty mask, when the folder is opened
     opened.clear()
     ms_auto = open_masks(tmp_path, [_cam(n, uid=i) for i, n in enumerate("abcd")])
-    assert opened == [] and ms_auto.fmt == "binary" and opened == ["a.png"]
+    assert opened == ["a.png"] and ms_auto.fmt == "binary" and opened == ["a.png"]
 
 
 def test_subset_keeps_numbering(tmp_path):

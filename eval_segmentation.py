@@ -3,9 +3,10 @@
 
     python eval_segmentation.py -m MODEL --labels MODEL/segmentation/labels.npy --gt-masks GT [--split test]
 
-The selected Gaussians are rendered as a mask inside the full scene (so other Gaussians occlude them) and
-compared with the ground truth per view: IoU and pixel accuracy, averaged into mIoU / mAcc. Writes
-eval.json (keys miou, macc, views, ...) beside labels.npy unless --out says otherwise.
+The selected Gaussians are rendered as a mask inside the full scene (--render scene, default: other
+Gaussians occlude them, as in the ground-truth masks of real photos) or alone (--render object: what a viewer
+shows of extracted.ply) and compared with the ground truth per view: IoU and pixel accuracy, averaged into mIoU / mAcc. Writes eval.json (keys miou, macc,
+render, views, ...) beside labels.npy unless --out says otherwise.
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ground-truth mask format (default: auto-detected)")
     p.add_argument("--gt-labels", default=None, help="GT ids in labels.npy's order, e.g. 3,7 (default: the ids "
                    "segment.py used, from summary.json beside labels.npy)")
+    p.add_argument("--render", default="scene", choices=("scene", "object"),
+                   help="scene (default): the selection inside the full scene, occluded by the rest (floaters in "
+                        "front count against it); object: the selected Gaussians alone, as a viewer shows "
+                        "extracted.ply (an object hidden behind another in a view counts against it)")
     add_view_args(p)
     p.add_argument("--out", default="", help="eval.json path (default: beside labels.npy)")
     add_compute_args(p)
@@ -44,14 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = EvalConfig(model_path=a.model_path, labels=a.labels, gt_masks=a.gt_masks, split=a.split,
                      iteration=a.iteration, gt_format=a.gt_format, gt_labels=a.gt_labels,
                      source_path=a.source_path, images=a.images, resolution=a.resolution, out=a.out,
-                     backend=a.backend, num_threads=a.num_threads, device=a.device, progress=a.progress)
+                     backend=a.backend, num_threads=a.num_threads, device=a.device, progress=a.progress,
+                     render=a.render)
     with one_line_warnings():
         result, path = run_evaluation(cfg, log=print)
     print(result.table())
     if result.miou is None:
         print(f"no labelled pixel in any ground truth or prediction; wrote {path}")
     else:
-        print(f"mIoU {result.miou:.4f}  mAcc {result.macc:.4f}  over {len(result.views)} views; wrote {path}")
+        print(f"mIoU {result.miou:.4f}  mAcc {result.macc:.4f}  over {len(result.views)} views "
+              f"({a.render} protocol); wrote {path}")
     return 0
 
 

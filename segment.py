@@ -2,6 +2,8 @@
 """Segment a trained 3DGS model from 2D masks by gradient voting.
 
     python segment.py -m MODEL --masks MASKS [--labels 3,7] [--views 0.1] [--out DIR]
+    python segment.py -m MODEL --masks SAM_DIR --prompt IMG_0001:120,80       # SAM amg.py output + one click
+    python segment.py -m MODEL --prompt-box IMG_0001:40,30,200,180            # only the photos + one box
     python segment.py                      # built-in demo on a generated scene (no data needed)
 
 Each Gaussian sums, over the masked views, the alpha*T mass it puts on every mask label and on the
@@ -36,20 +38,45 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", default="train", choices=("train", "test", "all"),
                    help="views to use (default train: what the model was trained on, the --eval hold-out excluded)")
     g = p.add_argument_group("masks")
-    g.add_argument("--masks", default="", help="mask folder or COCO .json (default: SOURCE/masks); masks are "
-                   "matched to views by image file stem, views without a mask are skipped")
-    g.add_argument("--mask-format", default="auto", choices=("auto", "binary", "ids", "sam", "coco"),
-                   help="binary 0/255 images, id PNGs (0 = background), SAM <image>/<k>.png folders, COCO RLE json "
-                        "(default: auto-detected)")
+    g.add_argument("--masks", default="", help="mask folder, one mask image, COCO .json, or SAM automatic-mask "
+                   "output (<image>/<k>.png folders: per-view proposals, named by --prompt); default: SOURCE/masks "
+                   "unless a prompt is given. Masks are matched to views by image file stem")
+    g.add_argument("--mask-format", default="auto", choices=("auto", "binary", "ids", "sam", "sam-tracked", "coco"),
+                   help="binary 0/255 images, id PNGs (0 = background), sam: SAM amg.py folders (proposals, ids "
+                        "per image), sam-tracked: the same layout with ids consistent across views (SAM2 video), "
+                        "COCO RLE json (default: auto-detected; SAM layouts are read as proposals)")
     g.add_argument("--labels", default=None, help="ids to segment for id/SAM/COCO masks, e.g. 3,7 (COCO: "
                    "category ids or names); one -> extracted.ply, several -> one PLY per label (default: all)")
     g.add_argument("--views", default=None, help="vote on every N-th masked view (integer) or on a fraction "
                    "of them (e.g. 0.1 = 10%% of the masks, evenly spread); default all")
+    g = p.add_argument_group("prompt (name the object in one view, in the photo file's pixel coordinates)")
+    g.add_argument("--prompt", action="append", default=[], metavar="VIEW:X,Y",
+                   help="a point on the object (repeatable); VIEW is the image file name, X,Y its pixel column and "
+                        "row. With --masks SAM_DIR it picks that view's SAM proposal; without --masks the object "
+                        "is cut out of the photo (GrabCut)")
+    g.add_argument("--negative", action="append", default=[], metavar="VIEW:X,Y",
+                   help="a point that is NOT the object (repeatable; on a view with a --prompt or --prompt-box)")
+    g.add_argument("--prompt-box", action="append", default=[], metavar="VIEW:X0,Y0,X1,Y1",
+                   help="a box around the object (top-left and bottom-right pixels, inclusive)")
+    g.add_argument("--granularity", default="whole", choices=("whole", "part"),
+                   help="which SAM proposal under a point: whole (default: the largest that covers less than half "
+                        "the view) or part (the smallest)")
+    g.add_argument("--proposals", default="", metavar="SAM_DIR",
+                   help="SAM automatic-mask output used to complete views without a mask or to associate a prompt "
+                        "(default: proposals from the photos: superpixels)")
+    g.add_argument("--no-complete", dest="complete", action="store_false",
+                   help="with masks for only some views: vote those views only (the paper's rule) instead of "
+                        "completing the others from proposals through the 3D model")
+    g.add_argument("--rounds", type=int, default=4,
+                   help="association rounds at most (default 4; stops earlier once the selection is stable)")
     g = p.add_argument_group("decision")
-    g.add_argument("--margin", type=float, default=0.0,
+    g.add_argument("--margin", type=float, default=None,
                    help="select a Gaussian only if (mass on its label - largest other mass) / total mass "
-                        "exceeds this; one label: (in - out) / (in + out) > margin. 0 (default) = the paper; 0.2 keeps "
-                        "only clear majorities (cleaner cut), negative values select more")
+                        "exceeds this; one label: (in - out) / (in + out) > margin. Default: 0 (the paper) when "
+                        "every voted mask was given, 0.2 when some were associated from proposals; 0.2 keeps only "
+                        "clear majorities (cleaner cut), negative values select more")
+    g.add_argument("--allow-empty", action="store_true",
+                   help="accept masks that are all background (the run then selects nothing) instead of stopping")
     g.add_argument("--undecided", default="auto", choices=("auto", "keep", "drop", "propagate"),
                    help=UNDECIDED_HELP)
     g.add_argument("--knn", type=int, default=8, help="neighbours for --undecided propagate (default 8)")
@@ -75,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with one_line_warnings():
         if args.demo or not args.model_path:
-            if not args.demo and (args.masks or args.source_path):
-                raise UserError("--masks/-s given without -m/--model_path; pass the model folder too")
+            if not args.demo and (args.masks or args.source_path or args.prompt or args.prompt_box):
+                raise UserError("--masks/-s/--prompt given without -m/--model_path; pass the model folder too")
             return _demo(args)
         return _segment(args)
 
@@ -87,13 +114,30 @@ def _segment(args: argparse.Namespace) -> int:
     cfg = SegmentConfig(
         model_path=args.model_path, iteration=args.iteration, source_path=args.source_path, images=args.images,
         resolution=args.resolution, masks=args.masks, mask_format=args.mask_format, labels=args.labels,
-        views=args.views, split=args.split, margin=args.margin, undecided=args.undecided, knn=args.knn,
+        views=args.views, split=args.split, prompt=args.prompt, negative=args.negative, prompt_box=args.prompt_box,
+        proposals=args.proposals, granularity=args.granularity, complete=args.complete, rounds=args.rounds,
+        allow_empty=args.allow_empty, margin=args.margin, undecided=args.undecided, knn=args.knn,
         out=args.out, previews=args.previews, gif_frames=args.gif_frames, preview_size=args.preview_size,
         backend=args.backend, num_threads=args.num_threads, device=args.device, progress=args.progress)
     result = run_segmentation(cfg, log=print)
     print(format_summary(result.summary))
-    print(f"outputs in {result.out}: {', '.join(result.outputs)}")
+    print(f"outputs in {result.out}: {', '.join(_grouped(result.outputs))}")
     return 0
+
+
+def _grouped(names: list[str]) -> list[str]:
+    """File names, with the files of a sub-folder shown as one entry (``masks_associated/ (60 files)``)."""
+    out: list[str] = []
+    folders: dict[str, int] = {}
+    for n in names:
+        if "/" in n:
+            d = n.split("/", 1)[0] + "/"
+            if d not in folders:
+                out.append(d)
+            folders[d] = folders.get(d, 0) + 1
+        else:
+            out.append(n)
+    return [f"{n} ({folders[n]} files)" if n in folders else n for n in out]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -101,7 +145,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ("views", "undecided", "knn", "backend", "num_threads",
                                                 "previews", "gif_frames", "progress")}
-    if args.margin:
+    if args.margin is not None:
         overrides["margin"] = args.margin
     defaults = build_parser().parse_args([])
     overrides = {k: v for k, v in overrides.items() if v != getattr(defaults, k) or k in ("progress",)}

@@ -266,20 +266,24 @@ def run_demo(out: str | Path = "output/demo", objects: str = "ball", overrides: 
                       progress=cfg.progress)
     t2 = time.perf_counter()
     ev, eval_json = run_evaluation(ecfg)
+    ev_obj, _ = run_evaluation(EvalConfig(**{**vars(ecfg), "render": "object",
+                                             "out": str(seg_out / "eval_object.json")}))
     t_eval = time.perf_counter() - t2
     log("\n".join("  " + line for line in ev.table().splitlines()))
     total = time.perf_counter() - t0
     log("")
     miou = ev.miou
-    log(f"Held-out views: mIoU {miou:.3f}, pixel accuracy {ev.macc:.3f} ({len(ev.views)} views never used for "
-        f"voting)" if miou is not None else "Held-out views: no object visible, no IoU")
+    log(f"Held-out views: mIoU {miou:.3f}, pixel accuracy {ev.macc:.3f} in the scene ({len(ev.views)} views never "
+        f"used for voting); the extracted object alone: mIoU {ev_obj.miou:.3f} (--render object: lower where "
+        "another object hides part of it)" if miou is not None else "Held-out views: no object visible, no IoU")
     outs = summary["outputs"]
     plys = [o for o in outs if o.endswith(".ply")]
     pics = [o for o in outs if o.endswith((".png", ".gif"))]
     log(f"Outputs in {rel(seg_out)}/")
     log(f"  {', '.join(plys):<44} the selection and the scene without it (Inria PLY: any 3DGS viewer)")
     log(f"  {'labels.npy, votes.npy':<44} per-Gaussian label (-1 undecided, 0 background, l) and alpha*T mass per class")
-    log(f"  {'summary.json, ' + eval_json.name:<44} counts, parameters, timings; held-out scores")
+    log(f"  {'summary.json, ' + eval_json.name + ', eval_object.json':<44} counts, parameters, timings; "
+        "held-out scores")
     if pics:
         log(f"  {('preview_*.png, views.gif' if 'views.gif' in pics else 'preview_*.png'):<44} "
             "original | extracted | deleted | mask overlay")

@@ -1,12 +1,14 @@
 """Evaluating a 3D selection against 2D ground-truth masks (``eval_segmentation.py``, benchmarks, the demo).
 
-The selection is rendered as a mask *inside the full scene* (override colour = indicator of the selected
-Gaussians, every other Gaussian still occludes), so a selection that hides behind or in front of other
-content is judged by what a viewer would see:
+Two protocols (``render``), always named with the numbers they produce:
 
-- one label: predicted mask = rendered indicator > 0.5;
-- several labels: one-hot colours, predicted label = argmax where the accumulated alpha of labelled mass
-  (sum over label channels) > 0.5, else background.
+- ``object`` (object-alone): only the selected Gaussians are rendered, as a viewer shows ``extracted.ply``;
+  predicted mask = their accumulated alpha > 0.5. Several labels: each label's Gaussians alone, the label
+  with the largest alpha where it exceeds 0.5.
+- ``scene`` (in-scene): the selection is rendered as a mask *inside the full scene* (override colour =
+  indicator of the selected Gaussians, every other Gaussian still occludes); one label: rendered indicator
+  > 0.5; several labels: one-hot colours, argmax where the summed label mass > 0.5. Floaters of the rest of
+  the scene in front of a held-out camera lower this score while the extracted object can be right.
 
 Per view: IoU per label (labels absent from both prediction and ground truth are skipped), the view's IoU
 is the mean over the remaining labels, pixel accuracy over all pixels. ``miou``/``macc`` average the views
@@ -29,12 +31,20 @@ from utils.errors import UserError
 # ---------------------------------------------------------------------------------------------------------
 # Rendering a selection and scoring one view
 # ---------------------------------------------------------------------------------------------------------
+RENDER_MODES = ("object", "scene")
+
+
 def render_label_map(camera: Any, gaussians: Any, labels: np.ndarray, num_labels: int, backend: str = "auto",
-                     num_threads: int = 0) -> np.ndarray:  # [H, W] int32
-    """Predicted label map of ``camera`` (0 background, l label l) for per-Gaussian ``labels``.
+                     num_threads: int = 0, mode: str = "scene") -> np.ndarray:  # [H, W] int32
+    """Predicted label map of ``camera`` (0 background, l label l) for per-Gaussian ``labels``, in the
+    ``object`` or ``scene`` protocol (module docstring).
 
     labels: np.ndarray  # [N] int, values <= 0 are not selected
     """
+    if mode == "object":
+        return _render_object_alone(camera, gaussians, labels, num_labels, backend, num_threads)
+    if mode != "scene":
+        raise ValueError(f"render mode must be one of {RENDER_MODES}, got {mode!r}")
     import torch
 
     from gaussian_renderer import render
@@ -56,6 +66,29 @@ def render_label_map(camera: Any, gaussians: Any, labels: np.ndarray, num_labels
         return (out[0] > 0.5).numpy().astype(np.int32)
     mass = out.sum(0)
     return torch.where(mass > 0.5, out.argmax(0) + 1, 0).numpy().astype(np.int32)
+
+
+def _render_object_alone(camera: Any, gaussians: Any, labels: np.ndarray, num_labels: int, backend: str,
+                         num_threads: int) -> np.ndarray:  # [H, W] int32
+    import torch
+
+    from gaussian_renderer import render
+
+    lab = np.asarray(labels)
+    if lab.shape != (len(gaussians),):
+        raise ValueError(f"labels must be [{len(gaussians)}], got {lab.shape}")
+    alphas = np.zeros((num_labels, camera.height, camera.width), np.float32)
+    for l in range(1, num_labels + 1):
+        keep = lab == l
+        if not keep.any():
+            continue
+        sub = gaussians.subset(torch.from_numpy(keep))
+        with torch.no_grad():
+            out = render(camera, sub, torch.zeros(1), override_color=torch.ones(len(sub), 1, device=sub.get_xyz.device),
+                         backend=backend, num_threads=num_threads)
+        alphas[l - 1] = out["alpha"][0].cpu().numpy()
+    best = alphas.argmax(0)
+    return np.where(alphas.max(0) > 0.5, best + 1, 0).astype(np.int32)
 
 
 def score_view(pred: np.ndarray, gt: np.ndarray, num_labels: int) -> tuple[list[Optional[float]], float]:
@@ -138,8 +171,9 @@ class EvalResult:
 
 
 def evaluate_selection(gaussians: Any, labels: np.ndarray, gt_masks: Any, backend: str = "auto",
-                       num_threads: int = 0, progress: bool = True) -> EvalResult:
-    """Score ``labels`` [N] on every view of ``gt_masks`` (a :class:`utils.masks.MaskSet`)."""
+                       num_threads: int = 0, progress: bool = True, mode: str = "scene") -> EvalResult:
+    """Score ``labels`` [N] on every view of ``gt_masks`` (a :class:`utils.masks.LabelMasks`), rendered in the
+    ``object`` or ``scene`` protocol."""
     from tqdm import tqdm
 
     num_labels = gt_masks.num_labels
@@ -147,7 +181,7 @@ def evaluate_selection(gaussians: Any, labels: np.ndarray, gt_masks: Any, backen
     bar = tqdm(gt_masks.items(), total=len(gt_masks), desc="evaluating", unit="view", leave=False,
                disable=None if progress else True)
     for cam, gt in bar:
-        pred = render_label_map(cam, gaussians, labels, num_labels, backend, num_threads)
+        pred = render_label_map(cam, gaussians, labels, num_labels, backend, num_threads, mode)
         ious, acc = score_view(pred, gt, num_labels)
         result.views.append(ViewScore(cam.image_name, _mean(ious), acc, ious))
     return result
@@ -169,6 +203,7 @@ class EvalConfig:
     images: str = ""
     resolution: int = 0
     out: str = ""                         # eval.json path; default beside labels.npy
+    render: str = "scene"                 # scene (occluded by the rest) | object (the selection alone)
     backend: str = "auto"
     num_threads: int = 0
     device: str = "cpu"
@@ -221,9 +256,10 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = lambda s: None)
     summary = read_summary(labels_path)
     gt_labels = cfg.gt_labels
     if gt_labels is None and summary is not None:
-        fmt = summary.get("masks", {}).get("format")
+        masks = summary.get("masks", {})
+        fmt = masks.get("format")
         ids = summary.get("labels", {}).get("ids")
-        if fmt in ("ids", "sam", "coco") and isinstance(ids, list) and ids:
+        if fmt in ("ids", "sam-tracked", "coco") and not masks.get("prompts") and isinstance(ids, list) and ids:
             gt_labels = ",".join(str(i) for i in ids)
     gt = open_masks(cfg.gt_masks, views.cameras, cfg.gt_format, gt_labels, other_views=views.other_names)
     num_labels = gt.num_labels
@@ -238,12 +274,15 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = lambda s: None)
             warnings.warn(f"{cfg.gt_masks}: {len(overlap)} of {len(gt)} evaluated views had their masks used for "
                           f"voting (e.g. {overlap[0]}), so they are not held out; evaluate --split test after "
                           "segmenting the train split", stacklevel=2)
+    if cfg.render not in RENDER_MODES:
+        raise UserError(f"--render {cfg.render!r}: use object or scene")
     log(f"evaluating {len(gt)} {cfg.split} views with ground truth ({num_labels} label"
-        f"{'s' if num_labels > 1 else ''})")
-    result = evaluate_selection(gaussians, labels, gt, cfg.backend, cfg.num_threads, cfg.progress)
+        f"{'s' if num_labels > 1 else ''}), protocol {cfg.render} "
+        f"({'the selection alone' if cfg.render == 'object' else 'the selection occluded by the rest of the scene'})")
+    result = evaluate_selection(gaussians, labels, gt, cfg.backend, cfg.num_threads, cfg.progress, cfg.render)
     data = result.to_json()
     data.update({"model_path": str(model_path), "iteration": int(iteration), "labels": str(labels_path),
-                 "gt_masks": str(cfg.gt_masks), "split": cfg.split})
+                 "gt_masks": str(cfg.gt_masks), "split": cfg.split, "render": cfg.render})
     save_json(out, _finite(data))
     return result, out
 

@@ -51,10 +51,10 @@ def save_json(path: str | Path, data: Any) -> None:
 
 
 def save_png(path: str | Path, rgb: np.ndarray) -> None:
-    """rgb: np.ndarray  # [H, W, 3] uint8"""
+    """rgb: np.ndarray  # [H, W, 3] uint8 RGB, or [H, W] uint8/uint16 grey (masks, label maps)"""
     import cv2
 
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1] if rgb.ndim == 3 else rgb))
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
     with atomic_path(path) as tmp:

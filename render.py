@@ -76,7 +76,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not skip and views:
             splits.append((name, views, render_dir(model_path, name, scene.loaded_iter)))
     with contextlib.ExitStack() as stack:  # every split checked and staged first, swapped in together at the end
-        folders = [stack.enter_context(OutputFolder(out, "render.py", inputs, ns.force, flag=None)) for _, _, out in splits]
+        folders = [stack.enter_context(OutputFolder(out, "render.py", inputs, ns.force, flag=None))
+                   for _, _, out in splits]
         for (name, views, _), folder in zip(splits, folders):
             render_set(model_path, name, scene.loaded_iter, views, gaussians, background, cache,
                        pipe.backend, pipe.num_threads, progress=not ns.quiet, out=folder.dir)

@@ -242,7 +242,7 @@ def test_mount_point_out_stages_inside(tmp_path: Path) -> None:
 @pytest.mark.parametrize("exc,code,start", [
     (UserError("x.ply: broken; fix it"), 2, "error: x.ply: broken; fix it"),
     (OSError(28, "No space left on device", "/o/a.ply"), 2, "error: /o/a.ply: No space left on device (ENOSPC); "
-                                                            "the disk is full"),
+                                                            "the disk is full; free some space"),
     (PermissionError(13, "Permission denied", "/o"), 2, "error: /o: Permission denied (EACCES)"),
     (OSError(30, "Read-only file system", "/o"), 2, "error: /o: Read-only file system (EROFS)"),
     (KeyError("k"), 1, "error: internal error (KeyError: 'k')"),
@@ -271,3 +271,13 @@ def test_cli_main_debug_reraises_and_restores_handlers() -> None:
     with pytest.raises(KeyError):
         main(["--debug"])
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_utils_is_the_ground_floor() -> None:
+    """utils.outputs and utils.errors import nothing from the layers above (arguments, scene, jobs...)."""
+    probe = ("import sys, utils.outputs, utils.errors; print(sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'arguments', 'scene', 'gaussian_renderer', 'segmentation', 'training', 'pruning', 'features', "
+             "'affordance', 'torch'}))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -46,12 +46,12 @@ class Terminated(BaseException):
 
 # errno -> what to do about it (the path is named by the error itself)
 _OS_FIXES = {
-    errno.ENOSPC: "the disk is full; free some space or pass --out on another disk",
-    errno.EDQUOT: "the disk quota is exceeded; free some space or pass --out on another disk",
-    errno.EACCES: "permission denied; pass --out a folder you can write (or fix the file's permissions)",
-    errno.EPERM: "operation not permitted; pass --out a folder you can write (or fix the file's permissions)",
-    errno.EROFS: "read-only file system; pass --out a folder on a writable disk",
-    errno.ENAMETOOLONG: "the file name is too long; use a shorter --out",
+    errno.ENOSPC: "the disk is full; free some space or write the output to another disk",
+    errno.EDQUOT: "the disk quota is exceeded; free some space or write the output to another disk",
+    errno.EACCES: "write the output to a folder you can write, or fix the file's permissions",
+    errno.EPERM: "write the output to a folder you can write, or fix the file's permissions",
+    errno.EROFS: "write the output to a writable disk",
+    errno.ENAMETOOLONG: "use a shorter output path",
     errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
     errno.ENFILE: "too many open files in the system; close other programs",
     errno.EIO: "input/output error; check the disk",
@@ -79,20 +79,15 @@ def _first_line(text: str, limit: int = 200) -> str:
 
 
 @contextlib.contextmanager
-def signals_as_exceptions() -> Iterator[None]:
-    """SIGINT -> KeyboardInterrupt and SIGTERM -> Terminated in the main thread, restored on exit.
-
-    A signal a parent set to be ignored (SIG_IGN, e.g. ``nohup``) stays ignored."""
+def signal_handlers(handlers: dict[int, Callable[[int, Any], None]]) -> Iterator[None]:
+    """Install ``handlers`` (signal -> handler) for the block and restore the previous ones after. Only in
+    the main thread (signal's rule; elsewhere nothing changes); a signal a parent set to be ignored (SIG_IGN,
+    e.g. ``nohup``) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise Terminated()
-
     previous = {}
-    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: on_term}
-    for sig, handler in wanted.items():
+    for sig, handler in handlers.items():
         old = signal.getsignal(sig)
         if old is not signal.SIG_IGN:
             previous[sig] = old
@@ -102,6 +97,14 @@ def signals_as_exceptions() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+def signals_as_exceptions() -> contextlib.AbstractContextManager[None]:
+    """SIGINT -> KeyboardInterrupt and SIGTERM -> Terminated in the main thread, for the block."""
+    def on_term(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    return signal_handlers({signal.SIGINT: signal.default_int_handler, signal.SIGTERM: on_term})
 
 
 def cli_main(fn: F) -> F:

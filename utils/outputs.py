@@ -38,13 +38,12 @@ import re
 import shutil
 import signal
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
-from utils.errors import UserError
+from utils.errors import UserError, signal_handlers
 
 RECORD_NAME = ".gs_outputs.json"
 RECORD_FORMAT = "gs-segment output record"
@@ -139,25 +138,15 @@ def _signals_held() -> Iterator[None]:
     """Hold SIGINT/SIGTERM back while a commit runs, so that it is never cut in half; a signal that arrived
     is raised again right after (a Python-level hold: blocking with pthread_sigmask would only move the signal
     to another thread, e.g. an OpenMP worker)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     pending: list[int] = []
 
     def hold(signum: int, frame: Any) -> None:
         pending.append(signum)
 
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        old = signal.getsignal(sig)
-        if old not in (signal.SIG_IGN, None):
-            previous[sig] = old
-            signal.signal(sig, hold)
     try:
-        yield
+        with signal_handlers({signal.SIGINT: hold, signal.SIGTERM: hold}):
+            yield
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
         if pending:
             signal.raise_signal(pending[0])
 
@@ -240,7 +229,7 @@ class OutputFolder:
         self._whole = False
         self._inner = False      # staging inside out (out is a mount point)
         self.foreign: list[str] = []  # files (relative) in out that are not this tool's, known after __enter__
-        self._warning = ""            # given once the run is committed (an error is then the only line)
+        self._warn_foreign = False    # warned once the run is committed (an error is then the only line)
 
     # ----- setup ------------------------------------------------------------------------------------------
     def __enter__(self) -> "OutputFolder":
@@ -303,7 +292,8 @@ class OutputFolder:
                     found.append((2, str(where), "contains", str(inp)))
         if found:
             _, where, rel, inp = min(found, key=lambda x: (x[0], -len(x[3])))
-            fix = f"pass {self.flag} a folder outside the inputs" if self.flag else "use other inputs"
+            fix = (f"pass {self.flag} a {'folder' if self.files is None else 'path'} outside the inputs" if self.flag
+                   else "use other inputs")
             raise UserError(f"{where}: the {what} {rel} the input {inp}; outputs never go into (or around) "
                             f"an input: {fix}")
 
@@ -319,15 +309,15 @@ class OutputFolder:
     def _check_folder(self, foreign: list[str]) -> None:
         if not foreign:
             return
-        ex = foreign[0].rstrip("/")
-        by = self._owner_of(foreign[0])
+        first = next((f for f in foreign if not any(part.startswith(".") for part in f.split("/"))), foreign[0])
+        ex = first.rstrip("/")
+        by = self._owner_of(first)
         example = f"{ex} (written by {by})" if by else ex
         if self.tool not in self._tools and not self.force:
             raise UserError(f"{self.display}: folder is not empty and holds no output of {self.tool} ({len(foreign)} "
                             f"other file(s), e.g. {example}); {self._another()}, or --force to add "
                             f"{self.tool}'s files beside them (nothing of theirs is deleted)")
-        self._warning = (f"{self.display}: {len(foreign)} file(s) not written by {self.tool} stay untouched (e.g. "
-                         f"{example}); they are not part of this run's result")
+        self._warn_foreign = True
 
     def _check_files(self) -> None:
         assert self.files is not None
@@ -424,8 +414,12 @@ class OutputFolder:
             self.written = staged
             self._committed = True
             self.staging = None
-        if self._warning:
-            warnings.warn(self._warning, ForeignFilesWarning, stacklevel=2)
+        stay = sorted(set(self.foreign) - set(staged))
+        if self._warn_foreign and stay:
+            by = self._owner_of(stay[0])
+            warnings.warn(f"{self.display}: {len(stay)} file(s) not written by {self.tool} stay untouched (e.g. "
+                          f"{stay[0].rstrip('/')}{f' (written by {by})' if by else ''}); they are not part of this "
+                          "run's result", ForeignFilesWarning, stacklevel=2)
         return self.written
 
     def _kept(self, staged: Iterable[str]) -> set[str]:

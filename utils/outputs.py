@@ -392,14 +392,6 @@ class OutputFolder:
         full.parent.mkdir(parents=True, exist_ok=True)
         return full
 
-    def final(self, rel_or_staged: PathLike) -> Path:
-        """The path a staged file (or a relative name) will have once committed, as the user named --out."""
-        p = Path(rel_or_staged)
-        if self.staging is not None and p.is_absolute():
-            with contextlib.suppress(ValueError):
-                p = p.relative_to(self.staging)
-        return self.display / p
-
     # ----- the swap ---------------------------------------------------------------------------------------
     def commit(self) -> list[str]:
         """Write the ownership record and swap the staged files in; returns the files written (relative)."""

@@ -21,11 +21,12 @@ import argparse
 import sys
 
 from segmentation.cli import add_compute_args, add_view_args
-from utils.errors import cli_main
+from utils.errors import ArgumentParser, cli_main
+from utils.outputs import add_force_flag
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="affordance.py", description=__doc__.split("\n\n")[2].strip(),
+    p = ArgumentParser(prog="affordance.py", description=__doc__.split("\n\n")[2].strip(),
                                 epilog=__doc__.split("\n\n")[3].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("inputs")
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--renders", type=int, default=4, help="renders/<view>.png strips (default 4)")
     g.add_argument("--no-2d", dest="save_2d", action="store_false", help="do not write labels_2d/ and overlays_2d/")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_force_flag(g)
     g = p.add_argument_group("compute")
     add_compute_args(g, device_help="device for the ViT and the Gaussians (default cpu)")
     return p
@@ -73,16 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     from affordance.pipeline import AffordanceConfig, format_summary, run_affordance
-    from segmentation.cli import one_line_warnings
+    from segmentation.cli import check_compute, one_line_warnings
 
     a = build_parser().parse_args(argv)
+    check_compute(a.backend, a.device)
     cfg = AffordanceConfig(
         model_path=a.model_path, sources=a.sources, classes=a.classes, extractor=a.extractor, weights=a.weights,
         arch=a.arch, hub_repo=a.hub_repo, dim=a.dim, stride=a.stride, k=a.k, max_samples=a.max_samples,
         knn_backend=a.knn_backend, annotated_views=a.annotated_views, margin=a.margin, undecided=a.undecided,
         knn3d=a.knn3d, out=a.out, renders=a.renders, save_2d=a.save_2d, split=a.split, iteration=a.iteration,
         source_path=a.source_path, images=a.images, resolution=a.resolution, backend=a.backend,
-        num_threads=a.num_threads, device=a.device, seed=a.seed, progress=a.progress)
+        num_threads=a.num_threads, device=a.device, seed=a.seed, progress=a.progress, force=a.force)
     with one_line_warnings():
         result = run_affordance(cfg, log=print)
     print(format_summary(result.summary))

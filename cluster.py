@@ -18,14 +18,15 @@ import sys
 from typing import Optional, Sequence
 
 from segmentation.cli import add_compute_args, set_torch_threads
-from utils.errors import DefaultsHelpFormatter, cli_main
+from utils.errors import ArgumentParser, DefaultsHelpFormatter, cli_main
+from utils.outputs import add_force_flag
 
 
 def build_parser() -> argparse.ArgumentParser:
     from features.clustering import ClusterConfig
 
     d = ClusterConfig()
-    p = argparse.ArgumentParser(prog="cluster.py", description=__doc__.split("\n\n")[2].strip(),
+    p = ArgumentParser(prog="cluster.py", description=__doc__.split("\n\n")[2].strip(),
                                 formatter_class=DefaultsHelpFormatter)
     p.add_argument("-m", "--model_path", "--model", required=True, help="trained model folder (Inria layout)")
     p.add_argument("--k", type=int, required=True, help="number of clusters")
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("-s", "--source_path", default="", help="scene folder (default: cfg_args'; else cameras.json)")
     add_compute_args(p, threads_help="CPU threads for the rasterizer and torch (default 0: all cores)")
+    add_force_flag(p)
     return p
 
 
@@ -54,10 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from features.clustering import ClusterConfig
     from features.pipeline import ClusterJob, run_cluster
-    from segmentation.cli import one_line_warnings
+    from segmentation.cli import check_compute, one_line_warnings
     from utils.errors import UserError
 
     a = build_parser().parse_args(argv)
+    check_compute(a.backend, a.device)
     set_torch_threads(a.num_threads)
     if a.k < 1:
         raise UserError(f"--k {a.k}: must be >= 1")
@@ -68,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     job = ClusterJob(model_path=a.model_path, cluster=cfg, features=a.features, iteration=a.iteration, out=a.out,
                      select=[tuple(x) for x in a.select_by_mask], inside_frac=a.inside_frac,
                      render_views=a.render_views, cluster_plys=a.cluster_plys, source_path=a.source_path,
-                     backend=a.backend, num_threads=a.num_threads, device=a.device)
+                     backend=a.backend, num_threads=a.num_threads, device=a.device, force=a.force)
     with one_line_warnings():
         run_cluster(job, log=print)
     return 0

@@ -14,11 +14,12 @@ import argparse
 import sys
 
 from segmentation.cli import add_compute_args, add_view_args
-from utils.errors import cli_main
+from utils.errors import ArgumentParser, cli_main
+from utils.outputs import add_force_flag
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eval_segmentation.py", description=__doc__.split("\n\n")[2].strip())
+    p = ArgumentParser(prog="eval_segmentation.py", description=__doc__.split("\n\n")[2].strip())
     p.add_argument("-m", "--model_path", "--model", required=True, help="trained model folder (Inria layout)")
     p.add_argument("--labels", required=True, help="labels.npy written by segment.py")
     p.add_argument("--gt-masks", required=True, help="ground-truth masks: folder or COCO json, matched to views "
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "extracted.ply (an object hidden behind another in a view counts against it)")
     add_view_args(p)
     p.add_argument("--out", default="", help="eval.json path (default: beside labels.npy)")
+    add_force_flag(p)
     add_compute_args(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
@@ -42,15 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from segmentation.cli import one_line_warnings
+    from segmentation.cli import check_compute, one_line_warnings
     from segmentation.evaluate import EvalConfig, run_evaluation
 
     a = build_parser().parse_args(argv)
+    check_compute(a.backend, a.device)
     cfg = EvalConfig(model_path=a.model_path, labels=a.labels, gt_masks=a.gt_masks, split=a.split,
                      iteration=a.iteration, gt_format=a.gt_format, gt_labels=a.gt_labels,
                      source_path=a.source_path, images=a.images, resolution=a.resolution, out=a.out,
                      backend=a.backend, num_threads=a.num_threads, device=a.device, progress=a.progress,
-                     render=a.render)
+                     render=a.render, force=a.force)
     with one_line_warnings():
         result, path = run_evaluation(cfg, log=print)
     print(result.table())

@@ -4,7 +4,8 @@
     python extract_features.py -s ../shared/data/maryRose                       # classic (weight-free)
     python extract_features.py -s SCENE --extractor dinov2 --weights dinov2_vits14_pretrain.pth
 
-Writes features.pt = {image_name: Tensor[C, h, w] float16, "__meta__": {...}} with h, w ~ image / --stride,
+Writes features.pt (default output/features/<scene folder name>/features.pt, relative to the current folder,
+where dino_train.py finds it) = {image_name: Tensor[C, h, w] float16, "__meta__": {...}} with h, w ~ image / --stride,
 C = --dim after one PCA over all images. "classic" is NOT DINO: a weight-free stand-in (multi-scale Lab colour
 + HOG-like gradient histograms). dino/dinov2 load a LOCAL checkpoint through timm (or --hub-repo, a local
 clone of the model's repository); nothing is ever downloaded.
@@ -16,11 +17,12 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from utils.errors import DefaultsHelpFormatter, cli_main
+from utils.errors import ArgumentParser, DefaultsHelpFormatter, cli_main
+from utils.outputs import add_force_flag
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="extract_features.py", description=__doc__.split("\n\n")[2].strip(),
+    p = ArgumentParser(prog="extract_features.py", description=__doc__.split("\n\n")[2].strip(),
                                 formatter_class=DefaultsHelpFormatter)
     p.add_argument("-s", "--source_path", required=True, help="scene folder (COLMAP, LLFF or NeRF-synthetic)")
     p.add_argument("-i", "--images", default="images", help="image folder inside the source")
@@ -42,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=4096, help="ViT: at most this many patch tokens per image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="device for the ViT")
-    p.add_argument("--out", default="", help="output file (default: SOURCE/features.pt)")
+    p.add_argument("--out", default="", help="output file (default: output/features/<name of SOURCE>/features.pt; "
+                   "never inside SOURCE, an input)")
+    add_force_flag(p)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return p
 
@@ -51,15 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from features.extractors import ExtractorConfig
     from features.pipeline import run_extract
-    from segmentation.cli import one_line_warnings
+    from segmentation.cli import check_compute, one_line_warnings
 
     a = build_parser().parse_args(argv)
+    check_compute(None, a.device)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = ExtractorConfig(extractor=a.extractor, weights=a.weights, arch=a.arch, hub_repo=a.hub_repo, dim=a.dim,
                           stride=a.stride, position=a.position, pca_samples=a.pca_samples, max_tokens=a.max_tokens,
                           seed=a.seed, device=a.device)
     with one_line_warnings():
-        run_extract(a.source_path, cfg, a.out, a.images, a.resolution, a.progress, log=print)
+        run_extract(a.source_path, cfg, a.out, a.images, a.resolution, a.progress, log=print, force=a.force)
     return 0
 
 

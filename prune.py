@@ -5,7 +5,8 @@
     python prune.py -m output/garden --sweep              # plus sweep.json / sweep.png: % removed vs held-out PSNR
 
 Writes a new Inria model folder (default <MODEL>_pruned) with prune_report.json; the input is never touched.
-Exit codes: 0 ok, 1 the lossless guarantee could not be verified (nothing written), 2 bad input.
+Exit codes: 0 ok, 1 the lossless guarantee could not be verified (nothing written) or an internal error, 2 bad
+input, 130/143 interrupted (nothing written).
 Why the guarantee holds (and the one subtle case it has to repair) is explained in pruning/prune.py.
 """
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Optional, Sequence
 
 import torch
 
-from gaussian_renderer import BackendUnavailable, resolve_backend
 from pruning.pipeline import PruneConfig, run_prune
 from pruning.prune import DEFAULT_SWEEP, VerificationError
-from utils.errors import UserError, cli_main
+from segmentation.cli import check_compute
+from utils.errors import ArgumentParser, cli_main
+from utils.outputs import add_force_flag
 
 
 def _thresholds(text: str) -> tuple[float, ...]:
@@ -30,7 +32,7 @@ def _thresholds(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-m", "--model_path", required=True, help="trained model folder (Inria layout)")
     p.add_argument("--out", default="", help="new output folder (default: <model_path>_pruned)")
     p.add_argument("--threshold", type=float, default=None,
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", "--num_threads", dest="num_threads", type=int, default=0,
                    help="CPU rasterizer threads (0: all cores)")
     p.add_argument("--device", default="cpu", help="torch device holding the Gaussians")
-    p.add_argument("--force", action="store_true", help="allow writing into a non-empty --out")
+    add_force_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -54,16 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    check_compute(args.backend, args.device)
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     cfg = PruneConfig(model_path=args.model_path, out=args.out, threshold=args.threshold, sweep=args.sweep,
                       sweep_thresholds=args.sweep_thresholds, iteration=args.iteration, source_path=args.source_path,
                       backend=args.backend, num_threads=args.num_threads, force=args.force, device=args.device,
                       progress=not args.quiet)
-    try:
-        resolve_backend(args.backend, torch.device(args.device))
-    except (BackendUnavailable, ValueError, RuntimeError) as e:  # unknown name / device, backend not installed
-        raise UserError(f"--backend {args.backend} --device {args.device}: {e}") from None
     try:
         run_prune(cfg, log=print)
     except VerificationError as e:

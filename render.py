@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from utils.errors import cli_main
+from utils.errors import ArgumentParser, cli_main
+from utils.outputs import add_force_flag
 
 
 def build_parser() -> argparse.ArgumentParser:
     from arguments import ModelParams, PipelineParams, add_arguments
 
-    p = argparse.ArgumentParser(description="Render train/test views of a trained 3DGS model (Inria's layout).")
+    p = ArgumentParser(description="Render train/test views of a trained 3DGS model (Inria's layout).")
     add_arguments(p, ModelParams, "model (defaults from <model>/cfg_args)")
     add_arguments(p, PipelineParams, "pipeline")
     p.add_argument("--iteration", type=int, default=-1, help="iteration to render (default: newest saved)")
@@ -27,18 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", dest="num_threads", type=int, default=argparse.SUPPRESS,
                    help="threads for the rasterizer and torch (0: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_force_flag(p)
     return p
 
 
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import contextlib
+
     import torch
 
     from arguments import ModelParams, PipelineParams, extract, model_params_from_cfg, read_cfg_args
     from scene.gaussian_model import GaussianModel
     from scene.scene import Scene
-    from training.evaluation import render_set
+    from segmentation.cli import check_compute
+    from training.evaluation import render_dir, render_set
     from utils.errors import UserError
+    from utils.outputs import OutputFolder
 
     ns = build_parser().parse_args(argv)
     model_path = Path(getattr(ns, "model_path", "") or "")
@@ -52,6 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not params.source_path:
         raise UserError(f"{cfg_file}: names no source folder; pass -s/--source_path with the scene folder")
     pipe = extract(PipelineParams, ns)
+    check_compute(pipe.backend, "cpu")
     if pipe.num_threads > 0:
         torch.set_num_threads(pipe.num_threads)
 
@@ -60,17 +67,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     background = torch.tensor([1.0, 1.0, 1.0] if params.white_background else [0.0, 0.0, 0.0])
     cache = scene.image_cache(params.image_cache_mb)
     assert scene.loaded_iter is not None
+    inputs = [model_path / "point_cloud", params.source_path]
+    splits = []
     for name, views, skip in (("train", scene.train_cameras, ns.skip_train),
                               ("test", scene.test_cameras, ns.skip_test)):
-        if skip:
-            continue
-        if not views:
-            if not ns.quiet:
-                print(f"no {name} views (train with --eval to hold out a test split)")
-            continue
-        out = render_set(model_path, name, scene.loaded_iter, views, gaussians, background, cache,
-                         pipe.backend, pipe.num_threads, progress=not ns.quiet)
-        if not ns.quiet:
+        if not skip and not views and not ns.quiet:
+            print(f"no {name} views (train with --eval to hold out a test split)")
+        if not skip and views:
+            splits.append((name, views, render_dir(model_path, name, scene.loaded_iter)))
+    with contextlib.ExitStack() as stack:  # every split checked and staged first, swapped in together at the end
+        folders = [stack.enter_context(OutputFolder(out, "render.py", inputs, ns.force, flag=None))
+                   for _, _, out in splits]
+        for (name, views, _), folder in zip(splits, folders):
+            render_set(model_path, name, scene.loaded_iter, views, gaussians, background, cache,
+                       pipe.backend, pipe.num_threads, progress=not ns.quiet, out=folder.dir)
+        for folder in folders:
+            folder.commit()
+    if not ns.quiet:
+        for name, views, out in splits:
             print(f"{name}: {len(views)} views -> {out}")
     return 0
 

@@ -17,7 +17,8 @@ import argparse
 import sys
 
 from segmentation.cli import add_compute_args, add_view_args
-from utils.errors import UserError, cli_main
+from utils.errors import ArgumentParser, UserError, cli_main
+from utils.outputs import add_force_flag
 
 UNDECIDED_HELP = (
     "Gaussians that no voted view saw (zero mass, e.g. hidden inside an object or outside every masked view): "
@@ -28,7 +29,7 @@ UNDECIDED_HELP = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="segment.py", description=__doc__.split("\n\n")[2].strip(),
         usage="%(prog)s [-m MODEL --masks MASKS] [options]   (no arguments: built-in demo)")
     g = p.add_argument_group("model and views")
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gif-frames", type=int, default=24, help="frames of views.gif (default 24, 0: no GIF)")
     g.add_argument("--preview-size", type=int, default=480, help="longest side of a preview panel in px (default 480)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_force_flag(g)
     g = p.add_argument_group("rendering")
     add_compute_args(g, device_help="device holding the Gaussians (default cpu; cuda with a CUDA backend)")
     g = p.add_argument_group("demo")
@@ -97,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from segmentation.cli import one_line_warnings
+    from segmentation.cli import check_compute, one_line_warnings
 
     args = build_parser().parse_args(argv)
+    check_compute(args.backend, args.device)
     with one_line_warnings():
         if args.demo or not args.model_path:
             if not args.demo and (args.masks or args.source_path or args.prompt or args.prompt_box):
@@ -118,7 +121,8 @@ def _segment(args: argparse.Namespace) -> int:
         proposals=args.proposals, granularity=args.granularity, complete=args.complete, rounds=args.rounds,
         allow_empty=args.allow_empty, margin=args.margin, undecided=args.undecided, knn=args.knn,
         out=args.out, previews=args.previews, gif_frames=args.gif_frames, preview_size=args.preview_size,
-        backend=args.backend, num_threads=args.num_threads, device=args.device, progress=args.progress)
+        backend=args.backend, num_threads=args.num_threads, device=args.device, progress=args.progress,
+        force=args.force)
     result = run_segmentation(cfg, log=print)
     print(format_summary(result.summary))
     print(f"outputs in {result.out}: {', '.join(_grouped(result.outputs))}")
@@ -144,11 +148,11 @@ def _demo(args: argparse.Namespace) -> int:
     from segmentation.demo import run_demo
 
     overrides = {k: getattr(args, k) for k in ("views", "undecided", "knn", "backend", "num_threads",
-                                                "previews", "gif_frames", "progress")}
+                                                "previews", "gif_frames", "progress", "force")}
     if args.margin is not None:
         overrides["margin"] = args.margin
     defaults = build_parser().parse_args([])
-    overrides = {k: v for k, v in overrides.items() if v != getattr(defaults, k) or k in ("progress",)}
+    overrides = {k: v for k, v in overrides.items() if v != getattr(defaults, k) or k in ("progress", "force")}
     run_demo(args.out or "output/demo", args.demo_objects, overrides)
     return 0
 

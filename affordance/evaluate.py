@@ -244,6 +244,7 @@ class AffordanceEvalConfig:
     num_threads: int = 0
     device: str = "cpu"
     progress: bool = True
+    force: bool = False                   # replace an existing --out file that eval_affordance.py did not write
 
 
 def _summary_near(*paths: Path) -> Optional[dict]:
@@ -259,7 +260,8 @@ def _summary_near(*paths: Path) -> Optional[dict]:
 
 def run_eval(cfg: AffordanceEvalConfig, log: Log = lambda s: None) -> tuple[dict[str, Any], Path]:
     """Score 2D predictions and/or a 3D labelling; returns (result json, path written)."""
-    from segmentation.export import ensure_writable, save_json
+    from scene.model_folder import model_inputs
+    from utils.outputs import OutputFolder
 
     if not cfg.pred and not cfg.labels:
         raise UserError("nothing to evaluate: pass --pred DIR (2D label maps) and/or -m MODEL --labels labels.npy")
@@ -278,7 +280,20 @@ def run_eval(cfg: AffordanceEvalConfig, log: Log = lambda s: None) -> tuple[dict
         classes = parse_classes(None)
     out = Path(cfg.out) if cfg.out else (labels_path.parent if labels_path else pred_dir.parent) / \
         "eval_affordance.json"
-    ensure_writable(out.parent)
+    inputs = [cfg.gt, pred_dir, labels_path, cfg.classes if cfg.classes and Path(cfg.classes).exists() else None]
+    if cfg.model_path:
+        inputs += model_inputs(cfg.model_path, cfg.source_path)
+    with OutputFolder(out.parent, "eval_affordance.py", inputs, cfg.force, files=[out.name]) as folder:
+        result = _run_eval(cfg, classes, summary, pred_dir, labels_path, folder.path(out.name), log)
+        folder.commit()
+    return result, out
+
+
+def _run_eval(cfg: AffordanceEvalConfig, classes: ClassList, summary: Optional[dict], pred_dir: Optional[Path],
+              labels_path: Optional[Path], out: Path, log: Log) -> dict[str, Any]:
+    """Score and write ``out`` (the staged JSON)."""
+    from segmentation.export import save_json
+
     result: dict[str, Any] = {"classes": list(classes.names), "gt": str(cfg.gt)}
     log(f"classes  {', '.join(classes.names)}" + ("" if cfg.classes or summary is None else " (from summary.json)"))
 
@@ -310,4 +325,4 @@ def run_eval(cfg: AffordanceEvalConfig, log: Log = lambda s: None) -> tuple[dict
                             split=cfg.split)
         log(s3.table(f"3D labelling rendered into {len(s3.images)} {cfg.split} view(s)"))
     save_json(out, result)
-    return result, out
+    return result

@@ -1,6 +1,6 @@
 """The job behind ``affordance.py``: annotated images -> every training view (kNN) -> per-Gaussian labels.
 
-Outputs in ``--out`` (default ``MODEL/affordance``), every file written atomically::
+Outputs in ``--out`` (default ``MODEL/affordance``), staged and swapped in at the end (utils.outputs)::
 
     labels_2d/<view>.png     class index per pixel of each target view (8-bit; 16-bit past 255 classes)
     overlays_2d/<view>.png   the photo tinted with the class colours
@@ -17,6 +17,7 @@ a transferred one (``annotated_views="use"``); ``"transfer"`` treats them like a
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections import Counter
@@ -32,9 +33,11 @@ from affordance.transfer import (KNN_BACKENDS, KnnTransfer, balanced_sample, col
                                  pca_sample, resolve_knn_backend)
 from segmentation.export import caption, evenly_spaced
 from utils.errors import UserError
+from utils.outputs import OutputFolder
 from utils.timing import Laps
 
 SUMMARY_VERSION = 1
+TOOL = "affordance.py"  # the name affordance.py's files are recorded under (utils.outputs)
 BACKGROUND_RGB = (0.62, 0.62, 0.62)
 UNDECIDED_RGB = (0.15, 0.15, 0.15)
 
@@ -76,6 +79,7 @@ class AffordanceConfig:
     device: str = "cpu"                   # extractor (ViT) and Gaussians
     seed: int = 0
     progress: bool = True
+    force: bool = False                   # write into a non-empty --out that holds no affordance.py output
 
 
 @dataclass
@@ -183,7 +187,28 @@ def _load_sources(sources: list[SourceImage], classes: ClassList, extractor: Any
 
 
 def run_affordance(cfg: AffordanceConfig, log: Log = lambda s: None) -> AffordanceResult:
-    """Run the job; user-fixable problems raise a one-line UserError before any output is written."""
+    """Run the job; user-fixable problems raise a one-line UserError. Outputs are staged and swapped into
+    ``cfg.out`` at the end (utils.outputs): a failed or interrupted run leaves the folder as it was."""
+    from scene.model_folder import model_inputs
+
+    model_path = Path(cfg.model_path)
+    out = Path(cfg.out) if cfg.out else model_path / "affordance"
+    folders: list[OutputFolder] = []
+    with contextlib.ExitStack() as stack:
+        def open_out() -> Path:  # entered once the sources and the model are known to be readable
+            inputs = [*model_inputs(model_path, cfg.source_path), cfg.sources, cfg.weights, cfg.hub_repo,
+                      cfg.classes if cfg.classes and Path(cfg.classes).exists() else None]
+            folders.append(stack.enter_context(OutputFolder(out, TOOL, inputs, cfg.force)))
+            return folders[0].dir
+
+        result = _run_affordance(cfg, open_out, log)
+        folders[0].commit()
+    result.out = out
+    return result
+
+
+def _run_affordance(cfg: AffordanceConfig, open_out: Callable[[], Path], log: Log) -> AffordanceResult:
+    """The job, writing into the staging folder that ``open_out()`` returns."""
     from features.extractors import ExtractorConfig, build_extractor, fit_projection
     from scene.model_folder import find_iteration, load_model
     from segmentation import export
@@ -211,7 +236,7 @@ def run_affordance(cfg: AffordanceConfig, log: Log = lambda s: None) -> Affordan
     t = lap("sources", t)
     model_path = Path(cfg.model_path)
     iteration = find_iteration(model_path, None if cfg.iteration < 0 else cfg.iteration)
-    out = export.ensure_writable(Path(cfg.out) if cfg.out else model_path / "affordance")
+    out = open_out()
 
     params, gaussians, iteration = load_model(model_path, iteration, device=cfg.device)
     views = load_views(params, cfg.split, cfg.source_path, cfg.images, cfg.resolution)
@@ -303,7 +328,6 @@ def run_affordance(cfg: AffordanceConfig, log: Log = lambda s: None) -> Affordan
     counts = label_counts(labels, classes.num_labels)      # [undecided, background, class 1..L]
     t = lap("decide", t)
 
-    previous = export.read_previous_outputs(out)
     outputs = _write_scenes(out, gaussians, labels, classes, srcs)
     export.save_npy(out / "labels.npy", labels)
     export.save_npy(out / "votes.npy", votes)
@@ -347,7 +371,6 @@ def run_affordance(cfg: AffordanceConfig, log: Log = lambda s: None) -> Affordan
     timings["total"] = round(time.perf_counter() - t_start, 4)
     summary["timings_s"] = timings
     export.save_json(out / "summary.json", summary)
-    export.remove_stale_outputs(out, previous, [o for o in summary["outputs"] if "/" not in o])
     return AffordanceResult(out, summary, labels, votes, classes, summary["outputs"])
 
 
@@ -368,7 +391,7 @@ def _write_scenes(out: Path, gaussians: Any, labels: np.ndarray, classes: ClassL
         name = f"extracted_{safe_name(classes.names[l])}.ply"
         keep = labels == l
         if not keep.any():
-            warnings.warn(f"{out / name}: class {classes.names[l]!r} got no Gaussian (its transferred regions hold no "
+            warnings.warn(f"{name}: class {classes.names[l]!r} got no Gaussian (its transferred regions hold no "
                           "Gaussian's majority mass); the PLY is empty", stacklevel=3)
         gaussians.subset(torch.from_numpy(keep)).save_ply(out / name)
         written.append(name)

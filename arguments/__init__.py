@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Type, TypeVar
 
+from utils.errors import UserError
+
 T = TypeVar("T")
 
 
@@ -54,7 +56,7 @@ class PipelineParams:
     num_threads: int = _f(0, "threads for the CPU rasterizer (0: all cores)")
     compute_cov3D_python: bool = _f(False, "accepted for Inria compatibility; covariance is always computed in torch")
     convert_SHs_python: bool = _f(False, "accepted for Inria compatibility; SH are always evaluated in torch")
-    debug: bool = _f(False, "extra checks in the rasterizer")
+    debug: bool = _f(False, "show the full traceback of an unexpected error (Inria's flag; read by utils.errors)")
 
 
 @dataclass
@@ -108,8 +110,8 @@ def extract(cls: Type[T], ns: argparse.Namespace, base: Optional[T] = None) -> T
     return cls(**{k: v for k, v in values.items() if k in known})
 
 
-class ConfigError(ValueError):
-    """A user-fixable configuration problem; scripts print it as one line and exit non-zero."""
+# A user-fixable configuration problem (one line, exit 2): the same class as utils.errors.UserError.
+ConfigError = UserError
 
 
 def read_cfg_args(path: str | Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from utils.errors import UserError
-from utils.io import atomic_path
+from utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -414,8 +414,7 @@ def save_features(path: str | Path, maps: dict[str, Tensor], meta: dict[str, Any
         raise ValueError(f"every feature map must be [C, h, w] with one C, got channel counts {sorted(chans)}")
     payload: dict[str, Any] = {n: t.detach().cpu().contiguous() for n, t in maps.items()}
     payload[META_KEY] = dict(meta, format=FEATURES_FORMAT)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    atomic_torch_save(path, payload)
 
 
 def load_features(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:

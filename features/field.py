@@ -31,7 +31,7 @@ from torch import Tensor
 
 from scene.cameras import Camera
 from utils.errors import UserError
-from utils.io import atomic_path, atomic_write_text
+from utils.io import atomic_torch_save, atomic_write_text
 
 
 FIELD_FORMAT = "gs-segment-gaussian-features-v1"
@@ -251,8 +251,7 @@ def save_field(path: str | Path, result: FieldResult, meta: dict[str, Any],
     payload = {"format": FIELD_FORMAT, "features": result.features.float().contiguous(),
                "seen": result.seen.bool().contiguous(), "channel_mean": result.channel_mean.float(),
                "channel_std": result.channel_std.float(), "meta": dict(meta)}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    atomic_torch_save(path, payload)
     if config_path is not None:
         import json
 

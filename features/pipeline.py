@@ -1,8 +1,9 @@
 """The three jobs behind extract_features.py, dino_train.py and cluster.py (the scripts only parse flags).
 
-Folder layout (beside Inria's model folder)::
+Folder layout (beside Inria's model folder; every folder written through utils.outputs)::
 
-    <SOURCE>/features.pt                      extract_features.py (default --out)
+    output/features/<scene>/features.pt       extract_features.py (default --out, relative to the current
+                                              folder; never inside the scene folder, which is an input)
     <MODEL>/features/gaussian_features.pt     dino_train.py: per-Gaussian features [N, C] + seen mask + stats
     <MODEL>/features/config.json              dino_train.py: config, views, losses
     <MODEL>/clusters/labels.npy               cluster.py: cluster id per Gaussian [N] int64
@@ -16,6 +17,7 @@ Folder layout (beside Inria's model folder)::
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,26 +43,32 @@ def _quiet(_: str) -> None:
 
 # ----- extract_features.py ------------------------------------------------------------------------------
 def default_features_path(source_path: str | Path) -> Path:
-    return Path(source_path) / "features.pt"
+    """``output/features/<scene folder name>/features.pt``, relative to the current folder: outside the scene
+    (an input, often read-only). dino_train.py looks here when --features is not given."""
+    return Path("output") / "features" / Path(os.path.abspath(source_path)).name / "features.pt"
 
 
 def run_extract(source_path: str, cfg: ExtractorConfig, out: str = "", images: str = "images",
-                resolution: int = -1, progress: bool = True, log: Log = _quiet) -> Path:
+                resolution: int = -1, progress: bool = True, log: Log = _quiet, force: bool = False) -> Path:
     """Extract, PCA-compress and save the feature maps of every view of a scene; returns the file written."""
     from scene.dataset_readers import read_scene
+    from utils.outputs import OutputFolder
 
-    extractor = build_extractor(cfg)  # weights / packages are checked before any image is read
-    info = read_scene(source_path, images, resolution, eval=False)
-    cams = list(info.train_cameras) + list(info.test_cameras)
-    log(f"extractor {extractor.description}")
-    log(f"scene     {source_path}: {len(cams)} views at {cams[0].width}x{cams[0].height}")
-    t0 = time.perf_counter()
-    maps, meta = extract_feature_maps([(c.image_name, (lambda c=c: c.prepare_image(c.read_raw()))) for c in cams],
-                                      extractor, cfg, progress=progress)
-    meta.update(source_path=str(source_path), resolution=int(resolution), images=images, num_images=len(maps),
-                seconds=round(time.perf_counter() - t0, 3))
     path = Path(out) if out else default_features_path(source_path)
-    save_features(path, maps, meta)
+    with OutputFolder(path.parent, "extract_features.py", [source_path, cfg.weights, cfg.hub_repo], force,
+                      files=[path.name]) as folder:
+        extractor = build_extractor(cfg)  # weights / packages are checked before any image is read
+        info = read_scene(source_path, images, resolution, eval=False)
+        cams = list(info.train_cameras) + list(info.test_cameras)
+        log(f"extractor {extractor.description}")
+        log(f"scene     {source_path}: {len(cams)} views at {cams[0].width}x{cams[0].height}")
+        t0 = time.perf_counter()
+        maps, meta = extract_feature_maps([(c.image_name, (lambda c=c: c.prepare_image(c.read_raw())))
+                                           for c in cams], extractor, cfg, progress=progress)
+        meta.update(source_path=str(Path(source_path).resolve()), resolution=int(resolution), images=images,
+                    num_images=len(maps), seconds=round(time.perf_counter() - t0, 3))
+        save_features(folder.path(path.name), maps, meta)
+        folder.commit()
     c, h, w = next(iter(maps.values())).shape
     log(f"wrote     {path}: {len(maps)} maps of {c}x{h}x{w} float16 ({meta['extractor']}, PCA keeps "
         f"{100 * meta['pca_explained_variance']:.1f}% of the variance) in {meta['seconds']:.1f} s")
@@ -71,27 +79,55 @@ def run_extract(source_path: str, cfg: ExtractorConfig, out: str = "", images: s
 @dataclass
 class TrainJob:
     model_path: str
-    features: str = ""          # features.pt (default: <source from cfg_args>/features.pt)
+    features: str = ""          # features.pt (default: output/features/<scene of cfg_args>/features.pt)
     iteration: int = -1
     source_path: str = ""       # override cfg_args' source (only used to find the training split)
     field: FieldConfig = field(default_factory=FieldConfig)
     device: str = "cpu"
     progress: bool = True
+    force: bool = False         # write into a MODEL/features folder that holds no dino_train.py output
 
 
 def run_train(job: TrainJob, log: Log = _quiet) -> tuple[Path, dict[str, Any]]:
     """Train the per-Gaussian feature field of a model on its training views; returns (file, summary)."""
+    from scene.model_folder import find_iteration, model_inputs
+    from utils.outputs import OutputFolder
+
+    iteration = find_iteration(job.model_path, None if job.iteration < 0 else job.iteration)
+    inputs = model_inputs(job.model_path, job.source_path)
+    feat_path = Path(job.features) if job.features else _default_features(inputs[1:])
+    out = field_paths(job.model_path)[0].parent
+    with OutputFolder(out, "dino_train.py", [*inputs, feat_path], job.force, flag=None) as folder:
+        path, summary = _train_field(job, iteration, feat_path, folder, log)
+        folder.commit()
+    log(f"wrote     {path}")
+    return path, summary
+
+
+def _default_features(source: list[Path]) -> Path:
+    """extract_features.py's default file for the model's scene, which must exist and come from that scene."""
+    if not source:
+        raise UserError("the model's cfg_args names no scene folder, so the default features file is unknown; "
+                        "pass --features PATH (written by extract_features.py) or -s SOURCE")
+    path = default_features_path(source[0])
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run extract_features.py -s {source[0]} first (from this folder) or "
+                        "pass --features PATH")
+    return path
+
+
+def _train_field(job: TrainJob, iteration: int, feat_path: Path, folder: Any, log: Log
+                 ) -> tuple[Path, dict[str, Any]]:
     from scene.model_folder import load_model
     from segmentation.views import load_views
 
-    params, gaussians, iteration = load_model(job.model_path, None if job.iteration < 0 else job.iteration,
-                                              device=job.device)
+    params, gaussians, iteration = load_model(job.model_path, iteration, device=job.device)
     views = load_views(params, "train", job.source_path)
-    feat_path = Path(job.features) if job.features else default_features_path(job.source_path or params.source_path)
-    if not job.features and not feat_path.is_file():
-        raise UserError(f"{feat_path}: not found; run extract_features.py -s {job.source_path or params.source_path}"
-                        f" first or pass --features PATH")
     maps, fmeta = load_features(feat_path)
+    if not job.features and fmeta.get("source_path") and views.source_path and \
+            Path(fmeta["source_path"]).resolve() != Path(views.source_path).resolve():
+        raise UserError(f"{feat_path}: was extracted from {fmeta['source_path']}, not from this model's scene "
+                        f"{views.source_path}; pass --features PATH or re-run extract_features.py")
     train_names = {c.image_name for c in views.cameras}
     targets = TargetMaps({k: v for k, v in maps.items() if k in train_names} or maps)
     cams = match_views(views.cameras, targets, str(feat_path))
@@ -106,12 +142,11 @@ def run_train(job: TrainJob, log: Log = _quiet) -> tuple[Path, dict[str, Any]]:
     path, cfg_path = field_paths(job.model_path)
     meta = {"iteration": int(iteration), "features_file": str(feat_path), "extractor": extractor,
             "extractor_description": fmeta.get("description", extractor), "seconds": round(seconds, 3)}
-    save_field(path, result, meta, cfg_path, job.field)
+    save_field(folder.path(path.name), result, meta, folder.path(cfg_path.name), job.field)
     first = float(np.mean(result.losses[:10])) if result.losses else float("nan")
     last = float(np.mean(result.losses[-10:])) if result.losses else float("nan")
     log(f"loss      {first:.4f} (first 10 its) -> {last:.4f} (last 10 its); {int(result.seen.sum())} of "
         f"{len(gaussians)} Gaussians seen; {seconds:.1f} s")
-    log(f"wrote     {path}")
     return path, {"loss_first": first, "loss_last": last, "seconds": seconds, "seen": int(result.seen.sum())}
 
 
@@ -131,6 +166,7 @@ class ClusterJob:
     backend: str = "auto"
     num_threads: int = 0
     device: str = "cpu"
+    force: bool = False                       # write into a non-empty --out that holds no cluster.py output
 
 
 def _view_lookup(cameras: list[Any]) -> dict[str, Any]:
@@ -159,17 +195,26 @@ def load_mask_views(select: list[tuple[str, str]], cameras: list[Any]) -> list[t
     return out
 
 
-def _remove_stale(folder: Path, pattern: str, keep: set[str]) -> None:
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if re.fullmatch(pattern, p.name) and p.name not in keep:
-                p.unlink()
-
-
 def run_cluster(job: ClusterJob, log: Log = _quiet) -> tuple[Path, dict[str, Any]]:
     """Cluster a model's Gaussians by their learnt features; optionally select clusters by 2D masks."""
+    from scene.model_folder import find_iteration, model_inputs
+    from utils.outputs import OutputFolder
+
+    find_iteration(job.model_path, None if job.iteration < 0 else job.iteration)  # a wrong -m fails first
+    final = Path(job.out) if job.out else Path(job.model_path) / "clusters"
+    feat_path = Path(job.features) if job.features else field_paths(job.model_path)[0]
+    inputs = [*model_inputs(job.model_path, job.source_path), feat_path, *(m for _, m in job.select)]
+    with OutputFolder(final, "cluster.py", inputs, job.force) as folder:
+        summary = _cluster(job, feat_path, folder.dir, log)
+        folder.commit()
+    log(f"wrote     {final}: {', '.join(summary['outputs'])}")
+    return final, summary
+
+
+def _cluster(job: ClusterJob, feat_path: Path, out: Path, log: Log) -> dict[str, Any]:
+    """The job, writing into ``out`` (the staging folder)."""
     from scene.model_folder import load_model
-    from segmentation.export import ensure_writable, evenly_spaced, save_json, save_npy, save_png
+    from segmentation.export import evenly_spaced, save_json, save_npy, save_png
     from segmentation.views import load_views
 
     timings: dict[str, float] = {}
@@ -177,9 +222,7 @@ def run_cluster(job: ClusterJob, log: Log = _quiet) -> tuple[Path, dict[str, Any
     params, gaussians, iteration = load_model(job.model_path, None if job.iteration < 0 else job.iteration,
                                               device=job.device)
     n = len(gaussians)
-    feat_path = Path(job.features) if job.features else field_paths(job.model_path)[0]
     feats, seen, fmeta = load_field(feat_path, n)
-    out = ensure_writable(Path(job.out) if job.out else Path(job.model_path) / "clusters")
     views = load_views(params, "all", job.source_path)
     mask_views = load_mask_views(job.select, views.cameras) if job.select else []
     timings["load"] = time.perf_counter() - t
@@ -206,7 +249,6 @@ def run_cluster(job: ClusterJob, log: Log = _quiet) -> tuple[Path, dict[str, Any
                 gaussians.subset(torch.from_numpy(ids == c)).save_ply(out / "clusters" / name)
                 written.add(name)
         outputs.append(f"clusters/ ({len(written)} PLYs)")
-    _remove_stale(out / "clusters", r"cluster_\d+\.ply", written)
     color_t = torch.from_numpy(colors)
     rendered = set()
     for i in evenly_spaced(len(views.cameras), job.render_views):
@@ -257,5 +299,4 @@ def run_cluster(job: ClusterJob, log: Log = _quiet) -> tuple[Path, dict[str, Any
     summary["timings_s"] = {k_: round(v, 4) for k_, v in timings.items()}
     summary["outputs"] = outputs
     save_json(out / "clusters.json", summary)
-    log(f"wrote     {out}: {', '.join(outputs)}")
-    return out, summary
+    return summary

@@ -1,6 +1,7 @@
 """prune.py's work on model folders: load, prune, measure, write a new Inria folder and a report.
 
-Output layout (a NEW folder, default ``<MODEL>_pruned``; the input is only read)::
+Output layout (default ``<MODEL>_pruned``; the input is only read; staged and swapped in at the end
+through utils.outputs, so a failed verification or an interrupted run leaves the folder as it was)::
 
     <out>/cfg_args                                 the input's, model_path (and -s) updated
     <out>/cameras.json                             copied
@@ -24,7 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from arguments import ConfigError, ModelParams, read_cfg_args, write_cfg_args
+from arguments import ModelParams, read_cfg_args, write_cfg_args
 from gaussian_renderer import resolve_backend
 from pruning.prune import BOUND, DEFAULT_SWEEP, PruneResult, RenderOptions, prune_gaussians, removal_mask
 from pruning.quality import Quality, evaluate
@@ -35,6 +36,7 @@ from scene.model_folder import (find_iteration, load_model, ply_path, read_camer
                                 write_cameras_json)
 from utils.errors import UserError
 from utils.io import atomic_path, atomic_write_text
+from utils.outputs import OutputFolder
 
 Log = Callable[[str], None]
 
@@ -52,7 +54,7 @@ class PruneConfig:
     source_path: str = ""                     # [-s] overrides cfg_args' source_path
     backend: str = "auto"                     # [--backend]
     num_threads: int = 0                      # [--threads] CPU rasterizer threads, 0: all
-    force: bool = False                       # [--force] allow a non-empty --out
+    force: bool = False                       # [--force] write into a non-empty --out that is not prune.py's
     device: str = "cpu"                       # [--device]
     progress: bool = True                     # tqdm bars (terminal only)
 
@@ -73,15 +75,13 @@ def default_out(model_path: Path) -> Path:
     return model_path.parent / f"{model_path.name}_pruned"
 
 
-def check_out_dir(model_path: Path, out: Path, force: bool) -> None:
-    """Refuse to write into the input model, a folder containing it, or (without --force) a non-empty folder."""
-    m, o = model_path.resolve(), out.resolve()
-    if o == m or m in o.parents or o in m.parents:
-        raise UserError(f"{out}: output folder overlaps the input model {model_path}; pass --out a new folder")
-    if o.exists() and not o.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; pass --out a new folder")
-    if o.is_dir() and any(o.iterdir()) and not force:
-        raise UserError(f"{out}: folder exists and is not empty; pass another --out or add --force to overwrite")
+def check_no_foreign_iterations(folder: Any, out: Path) -> None:
+    """A point_cloud/iteration_N that prune.py did not write would stay (never deleted) and, if newer, be loaded
+    instead of the pruned model: refuse such a folder before any work."""
+    others = sorted({f.split("/")[1] for f in folder.foreign if f.startswith("point_cloud/iteration_")})
+    if others:
+        raise UserError(f"{out / 'point_cloud' / others[-1]}: a model iteration prune.py did not write (tools load "
+                        "the newest one); pass --out a new folder")
 
 
 def load_views(model_path: Path, params: ModelParams, source_override: str = "") -> Views:
@@ -174,20 +174,20 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: Path, baseline_psnr: float,
         fig.savefig(tmp, format="png")
 
 
-def _write_cfg_args(src_model: Path, out: Path, params: ModelParams, source_override: str) -> None:
-    """Copy cfg_args keeping every key (other forks add some), with model_path (and -s) updated."""
+def _write_cfg_args(src_model: Path, out: Path, params: ModelParams, source_override: str,
+                    final: Optional[Path] = None) -> None:
+    """Copy cfg_args keeping every key (other forks add some), with model_path (``final``, default ``out``:
+    where the folder ends up) and -s updated."""
     cfg_file = src_model / "cfg_args"
+    final = final or out
     if cfg_file.is_file():
-        try:
-            cfg = read_cfg_args(cfg_file)
-        except ConfigError as e:
-            raise UserError(str(e)) from None
-        cfg["model_path"] = str(out)
+        cfg = read_cfg_args(cfg_file)
+        cfg["model_path"] = str(final)
         if source_override:
             cfg["source_path"] = source_override
         atomic_write_text(out / "cfg_args", str(argparse.Namespace(**cfg)))
     else:
-        p = ModelParams(**{**asdict(params), "model_path": str(out)})
+        p = ModelParams(**{**asdict(params), "model_path": str(final)})
         if source_override:
             p.source_path = source_override
         write_cfg_args(out / "cfg_args", p)
@@ -199,17 +199,11 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def write_output(src_model: Path, out: Path, iteration: int, pruned: GaussianModel, params: ModelParams,
-                 views: Views, source_override: str) -> Path:
-    """Write the new model folder (every file atomically); returns the PLY path."""
+                 views: Views, source_override: str, final: Optional[Path] = None) -> Path:
+    """Write the new model folder into ``out`` (the staging folder; ``final``: where it ends up, recorded in
+    cfg_args); returns the PLY path."""
     out.mkdir(parents=True, exist_ok=True)
-    pc = out / "point_cloud"
-    stale = [d for d in pc.glob("iteration_*") if d.name != f"iteration_{iteration}"] if pc.is_dir() else []
-    if stale:  # a newer stale iteration would be loaded instead of ours
-        for d in stale:
-            shutil.rmtree(d)
-        warnings.warn(f"{pc}: removed {len(stale)} old iteration folder(s) (--force) so the pruned one is loaded",
-                      stacklevel=2)
-    _write_cfg_args(src_model, out, params, source_override)
+    _write_cfg_args(src_model, out, params, source_override, final)
     if (src_model / "cameras.json").is_file():
         _copy(src_model / "cameras.json", out / "cameras.json")
     else:
@@ -275,11 +269,22 @@ def run_prune(cfg: PruneConfig, log: Log = lambda s: None) -> dict[str, Any]:
     if cfg.sweep and importlib.util.find_spec("matplotlib") is None:
         raise UserError("--sweep plots with matplotlib; install it with `pip install 'matplotlib>=3.7,<4'`")
     device = torch.device(cfg.device)
-    times: dict[str, float] = {}
-
-    t0 = time.perf_counter()
     iteration = find_iteration(model_path, cfg.iteration)  # cheap checks first: bad -m / --out fail fast
-    check_out_dir(model_path, out, cfg.force)
+    with OutputFolder(out, "prune.py", [model_path, cfg.source_path], cfg.force) as folder:
+        check_no_foreign_iterations(folder, out)
+        rep, sweep_rows, views = _prune(cfg, model_path, out, folder.dir, iteration, device, t_all, log)
+        folder.commit()
+    log(format_report(rep))
+    if cfg.sweep:
+        log(format_sweep(sweep_rows, views.reference))
+    return rep
+
+
+def _prune(cfg: PruneConfig, model_path: Path, out: Path, stage: Path, iteration: int, device: torch.device,
+           t_all: float, log: Log) -> tuple[dict[str, Any], list[dict[str, Any]], Views]:
+    """The job, writing the new model folder into ``stage`` (``out`` once committed)."""
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
     params, gaussians, iteration = load_model(model_path, iteration, device)
     views = load_views(model_path, params, cfg.source_path)
     background = torch.ones(3) if params.white_background else torch.zeros(3)
@@ -308,18 +313,13 @@ def run_prune(cfg: PruneConfig, log: Log = lambda s: None) -> dict[str, Any]:
         times["sweep"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ply_out = write_output(model_path, out, iteration, pruned, params, views, cfg.source_path)
-    old_sweep = [f for f in (out / "sweep.json", out / "sweep.png") if f.is_file()] if not cfg.sweep else []
-    for f in old_sweep:  # from an earlier --force run: they would describe another model
-        f.unlink()
-    if old_sweep:
-        warnings.warn(f"{out}: removed {len(old_sweep)} stale sweep file(s) of an earlier run", stacklevel=2)
+    ply_out = write_output(model_path, stage, iteration, pruned, params, views, cfg.source_path, out)
     times["write"] = time.perf_counter() - t0
     if cfg.sweep:
         t0 = time.perf_counter()
         ylabel = f"held-out PSNR (dB, {views.heldout_split} vs {views.reference})"
-        plot_sweep(sweep_rows, out / "sweep.png", before.psnr, ylabel)
-        atomic_write_text(out / "sweep.json", json.dumps(_clean({
+        plot_sweep(sweep_rows, stage / "sweep.png", before.psnr, ylabel)
+        atomic_write_text(stage / "sweep.json", json.dumps(_clean({
             "model_path": str(model_path), "iteration": iteration, "heldout_split": views.heldout_split,
             "reference": views.reference, "unpruned": _quality_dict(before), "rows": sweep_rows}), indent=2))
         times["sweep"] += time.perf_counter() - t0  # plot and table
@@ -328,11 +328,8 @@ def run_prune(cfg: PruneConfig, log: Log = lambda s: None) -> dict[str, Any]:
     rep = build_report(cfg, model_path, out, iteration, backend, gaussians, res, views, before, after,
                        ply_path(model_path, iteration).stat().st_size, ply_out.stat().st_size, times)
     rep = _clean(rep)
-    atomic_write_text(out / "prune_report.json", json.dumps(rep, indent=2))
-    log(format_report(rep))
-    if cfg.sweep:
-        log(format_sweep(sweep_rows, views.reference))
-    return rep
+    atomic_write_text(stage / "prune_report.json", json.dumps(rep, indent=2))
+    return rep, sweep_rows, views
 
 
 def build_report(cfg: PruneConfig, model_path: Path, out: Path, iteration: int, backend: str,

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from arguments import ConfigError, ModelParams, model_params_from_cfg, read_cfg_args
+from arguments import ModelParams, model_params_from_cfg, read_cfg_args
 from scene.cameras import Camera
 from scene.gaussian_model import GaussianModel
 from utils.errors import UserError
@@ -66,6 +66,19 @@ def find_iteration(model_path: str | Path, iteration: Optional[int] = None) -> i
     return int(iteration)
 
 
+def model_inputs(model_path: str | Path, source_path: str = "") -> list[Path]:
+    """The folders a job on this model reads, for the output-folder rule (utils.outputs): the model's
+    point_cloud/ and the scene folder (``source_path``, else the one cfg_args names, when readable)."""
+    model_path = Path(model_path)
+    source = source_path
+    if not source and (model_path / "cfg_args").is_file():
+        try:
+            source = str(read_cfg_args(model_path / "cfg_args").get("source_path") or "")
+        except UserError:
+            source = ""   # load_model reports it
+    return [model_path / "point_cloud"] + ([Path(source)] if source else [])
+
+
 def ply_path(model_path: str | Path, iteration: int) -> Path:
     return Path(model_path) / "point_cloud" / f"iteration_{int(iteration)}" / "point_cloud.ply"
 
@@ -83,8 +96,6 @@ def load_model(model_path: str | Path, iteration: Optional[int] = None,
     if cfg_file.is_file():
         try:
             params = model_params_from_cfg(read_cfg_args(cfg_file))
-        except ConfigError as e:
-            raise UserError(str(e)) from None
         except TypeError as e:  # a literal of the wrong kind where a field expects another
             raise UserError(f"{cfg_file}: unexpected values ({e}); re-create it or delete it") from None
     else:

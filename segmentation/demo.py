@@ -20,7 +20,7 @@ from segmentation.synthetic import SyntheticScene, make_demo_scene
 from utils.errors import UserError
 
 HOLD_EVERY = 4          # every 4th view is held out for evaluation (6 of 24), the rest get masks
-MARKER = ".gs_segment_demo"  # marks a folder the demo wrote, so a re-run may replace its model/ and scene/
+TOOL = "segment.py --demo"  # the name the demo's model/ and scene/ files are recorded under (utils.outputs)
 
 
 def gaussians_from_synthetic(scene: SyntheticScene, sh_degree: int = 3, device: torch.device | str = "cpu") -> Any:
@@ -75,31 +75,44 @@ class DemoData:
 
 def write_demo_data(root: str | Path, objects: Sequence[int], num_views: int = 24, size: int = 128,
                     seed: int = 0, backend: str = "auto", num_threads: int = 0,
-                    scene: Optional[SyntheticScene] = None) -> DemoData:
+                    scene: Optional[SyntheticScene] = None, force: bool = False) -> DemoData:
     """Write ``root/model`` (Inria model folder) and ``root/scene`` (NeRF-synthetic source with masks).
 
     One object -> binary 0/255 PNGs; several -> a COCO RLE json (category ids = synthetic object ids, with
     names). Masks are the objects' occlusion-aware silhouettes (rendered indicator > 0.5, several objects:
-    argmax where their summed alpha > 0.5), the same rule evaluation uses.
+    argmax where their summed alpha > 0.5), the same rule evaluation uses. Written all-or-nothing through
+    utils.outputs: a re-run replaces the demo's own files (stale masks of another object choice included) and
+    never touches anything else in ``root``.
     """
+    from utils.outputs import OutputFolder
+
+    root = Path(root).resolve()
+    scene = scene if scene is not None else make_demo_scene(num_views=num_views, size=size, seed=seed)
+    with OutputFolder(root, TOOL, force=force) as folder:
+        data = _write_demo_files(folder.dir, root, scene, objects, backend, num_threads)
+        folder.commit()
+    return data
+
+
+def _write_demo_files(stage: Path, root: Path, scene: SyntheticScene, objects: Sequence[int], backend: str,
+                      num_threads: int) -> DemoData:
+    """The demo's files, written below ``stage``; paths inside them (cfg_args) name their final place ``root``."""
     from arguments import ModelParams, write_cfg_args
     from scene.model_folder import save_model, write_cameras_json
     from segmentation.evaluate import render_label_map
     from segmentation.export import render_rgb, save_json, save_png
 
-    root = Path(root).resolve()
-    _claim_demo_folder(root)
-    scene = scene if scene is not None else make_demo_scene(num_views=num_views, size=size, seed=seed)
     gaussians = gaussians_from_synthetic(scene)
     model_path, source = root / "model", root / "scene"
-    masks, gt_masks = source / "masks", source / "gt_masks"
+    staged_model, staged_source = stage / "model", stage / "scene"
+    masks, gt_masks = staged_source / "masks", staged_source / "gt_masks"
 
     # --- model folder (what train.py leaves behind) ---
     params = ModelParams(sh_degree=3, source_path=str(source), model_path=str(model_path), eval=True)
-    model_path.mkdir(parents=True, exist_ok=True)
-    write_cfg_args(model_path / "cfg_args", params)
-    write_cameras_json(model_path / "cameras.json", scene.cameras)
-    save_model(model_path, 0, gaussians)
+    staged_model.mkdir(parents=True, exist_ok=True)
+    write_cfg_args(staged_model / "cfg_args", params)
+    write_cameras_json(staged_model / "cameras.json", scene.cameras)
+    save_model(staged_model, 0, gaussians)
 
     # --- source folder: images, transforms, masks ---
     obj = np.asarray(scene.object_ids)
@@ -113,7 +126,7 @@ def write_demo_data(root: str | Path, objects: Sequence[int], num_views: int = 2
     names: dict[str, list[str]] = {"train": [], "test": []}
     for i, cam in enumerate(scene.cameras):
         split = "test" if i % HOLD_EVERY == 0 else "train"
-        save_png(source / split / f"{cam.image_name}.png", render_rgb(cam, gaussians, (0.0, 0.0, 0.0), backend,
+        save_png(staged_source / split / f"{cam.image_name}.png", render_rgb(cam, gaussians, (0.0, 0.0, 0.0), backend,
                                                                         num_threads))
         frames[split].append({"file_path": f"./{split}/{cam.image_name}", "transform_matrix":
                               _c2w_opengl(cam.world_to_camera)})
@@ -125,27 +138,12 @@ def write_demo_data(root: str | Path, objects: Sequence[int], num_views: int = 2
         else:       # binary 0/255 PNG per view, the most common mask format
             _save_grey(folder / f"{cam.image_name}.png", (lm * 255).astype(np.uint8))
     for split, fr in frames.items():
-        save_json(source / f"transforms_{split}.json", {"camera_angle_x": fov, "frames": fr})
+        save_json(staged_source / f"transforms_{split}.json", {"camera_angle_x": fov, "frames": fr})
         if multi:
             save_json((gt_masks if split == "test" else masks) / "annotations.json", coco[split])
     train_names, test_names = names["train"], names["test"]
-    return DemoData(root, model_path, source, masks, gt_masks, scene, list(objects), train_names, test_names)
-
-
-def _claim_demo_folder(root: Path) -> None:
-    """Start from empty model/ and scene/ folders (stale masks of another object choice would mix with the
-    new ones), but only in a folder the demo wrote itself: never delete a user's data."""
-    import shutil
-
-    old = [root / "model", root / "scene"]
-    if any(p.exists() for p in old) and not (root / MARKER).is_file():
-        raise UserError(f"{root}: has model/ or scene/ folders the demo did not write; pass --out with a new or "
-                        "demo folder")
-    root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text("written by `python segment.py` (the built-in demo)\n", encoding="utf-8")
-    for p in old:
-        if p.exists():
-            shutil.rmtree(p)
+    return DemoData(root, model_path, source, source / "masks", source / "gt_masks", scene, list(objects),
+                    train_names, test_names)
 
 
 def _coco_skeleton(scene: SyntheticScene, objects: Sequence[int]) -> dict:
@@ -200,17 +198,19 @@ class DemoReport:
 def run_demo(out: str | Path = "output/demo", objects: str = "ball", overrides: Optional[dict] = None,
              size: int = 128, num_views: int = 24, log: Callable[[str], None] = print) -> DemoReport:
     """Generate, segment, evaluate and report. ``overrides``: SegmentConfig fields (views, margin, ...)."""
+    import warnings
+
     from segmentation.evaluate import EvalConfig, run_evaluation
-    from segmentation.export import ensure_writable
     from segmentation.pipeline import SegmentConfig, format_summary, run_segmentation
+    from utils.outputs import ForeignFilesWarning
 
     t0 = time.perf_counter()
     scene = make_demo_scene(num_views=num_views, size=size)
     names = scene.object_names
     ids = parse_objects(objects, names)
-    root = ensure_writable(out).resolve()
-    _claim_demo_folder(root)
+    root = Path(out).resolve()
     overrides = dict(overrides or {})
+    force = bool(overrides.pop("force", False))
     # Hidden Gaussians (inside the objects) are seen by no mask; the paper leaves them in deleted.ply, where
     # they show once the object is gone. The demo assigns them from their neighbours (shown in the command).
     overrides.setdefault("undecided", "propagate")
@@ -220,7 +220,9 @@ def run_demo(out: str | Path = "output/demo", objects: str = "ball", overrides: 
 
     log(f"Demo: {len(names) - 1} objects ({', '.join(names[1:])}) on a ground plane, {num_views} views at {size}x{size} px; "
         f"segmenting {' + '.join(obj_names)}")
-    data = write_demo_data(root, ids, backend=backend, num_threads=threads, scene=scene)
+    with warnings.catch_warnings():  # the demo's folder holds its own nested outputs (segmentation/)
+        warnings.simplefilter("ignore", ForeignFilesWarning)
+        data = write_demo_data(root, ids, backend=backend, num_threads=threads, scene=scene, force=force)
     n = len(data.scene.means)
     t_data = time.perf_counter() - t0
     rel = _rel
@@ -238,9 +240,12 @@ def run_demo(out: str | Path = "output/demo", objects: str = "ball", overrides: 
     log(f"$ python segment.py -m {rel(data.model_path)} --masks {rel(data.masks_path)} --out {rel(seg_out)}"
         + (f" {extra}" if extra else ""))
     # the same arguments as the printed command line (relative to the current folder when inside it)
-    cfg = SegmentConfig(model_path=rel(data.model_path), masks=rel(data.masks_path), out=rel(seg_out), **overrides)
+    cfg = SegmentConfig(model_path=rel(data.model_path), masks=rel(data.masks_path), out=rel(seg_out), force=force,
+                        **overrides)
     t1 = time.perf_counter()
-    result = run_segmentation(cfg, log=lambda s: log("  " + s))
+    with warnings.catch_warnings():  # eval.json of the previous demo run stays until the evaluation replaces it
+        warnings.simplefilter("ignore", ForeignFilesWarning)
+        result = run_segmentation(cfg, log=lambda s: log("  " + s))
     t_seg = time.perf_counter() - t1
     summary = result.summary
     log(format_summary(summary, indent="  "))
@@ -263,7 +268,7 @@ def run_demo(out: str | Path = "output/demo", objects: str = "ball", overrides: 
         f"--gt-masks {rel(data.gt_masks_path)} --split test")
     ecfg = EvalConfig(model_path=rel(data.model_path), labels=rel(seg_out / "labels.npy"),
                       gt_masks=rel(data.gt_masks_path), split="test", backend=backend, num_threads=threads,
-                      progress=cfg.progress)
+                      progress=cfg.progress, force=force)
     t2 = time.perf_counter()
     ev, eval_json = run_evaluation(ecfg)
     ev_obj, _ = run_evaluation(EvalConfig(**{**vars(ecfg), "render": "object",

@@ -208,6 +208,7 @@ class EvalConfig:
     num_threads: int = 0
     device: str = "cpu"
     progress: bool = True
+    force: bool = False                   # replace an existing --out file that eval_segmentation.py did not write
 
 
 def load_labels(path: str | Path, num_gaussians: int) -> np.ndarray:  # [N] int64
@@ -237,10 +238,8 @@ def read_summary(labels_path: Path) -> Optional[dict]:
 
 def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = lambda s: None) -> tuple[EvalResult, Path]:
     """Load model, labels and GT masks of ``cfg.split``, score, write eval.json. Returns (result, json path)."""
-    from scene.model_folder import find_iteration, load_model
-    from segmentation.export import ensure_writable, save_json
-    from segmentation.views import load_views
-    from utils.masks import open_masks
+    from scene.model_folder import find_iteration, model_inputs
+    from utils.outputs import OutputFolder
 
     labels_path = Path(cfg.labels)
     if not labels_path.is_file():
@@ -248,7 +247,21 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = lambda s: None)
     model_path = Path(cfg.model_path)
     iteration = find_iteration(model_path, None if cfg.iteration < 0 else cfg.iteration)
     out = Path(cfg.out) if cfg.out else labels_path.parent / "eval.json"
-    ensure_writable(out.parent)
+    inputs = [*model_inputs(model_path, cfg.source_path), labels_path, cfg.gt_masks]
+    with OutputFolder(out.parent, "eval_segmentation.py", inputs, cfg.force, files=[out.name]) as folder:
+        result = _evaluate(cfg, model_path, iteration, labels_path, folder.path(out.name), log)
+        folder.commit()
+    return result, out
+
+
+def _evaluate(cfg: EvalConfig, model_path: Path, iteration: int, labels_path: Path, out: Path,
+              log: Callable[[str], None]) -> EvalResult:
+    """Score and write ``out`` (the staged eval.json)."""
+    from scene.model_folder import load_model
+    from segmentation.export import save_json
+    from segmentation.views import load_views
+    from utils.masks import open_masks
+
     params, gaussians, iteration = load_model(model_path, iteration, device=cfg.device)
     labels = load_labels(labels_path, len(gaussians))
     views = load_views(params, cfg.split, cfg.source_path, cfg.images, cfg.resolution)
@@ -284,7 +297,7 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = lambda s: None)
     data.update({"model_path": str(model_path), "iteration": int(iteration), "labels": str(labels_path),
                  "gt_masks": str(cfg.gt_masks), "split": cfg.split, "render": cfg.render})
     save_json(out, _finite(data))
-    return result, out
+    return result
 
 
 def _finite(obj: Any) -> Any:

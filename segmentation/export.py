@@ -1,14 +1,12 @@
 """Writing a segmentation: PLYs in Inria's layout, label/vote arrays, summary, preview PNGs and a GIF.
 
-Every file goes through :func:`utils.io.atomic_path`: a reader (or a crash) never sees a half-written
-output, and a failed run leaves the previous run's file in place.
+Every file goes through :func:`utils.io.atomic_path` (a reader never sees a half-written file), into the
+staging folder of a :class:`utils.outputs.OutputFolder`, so a failed run leaves the previous outputs intact.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -16,7 +14,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import atomic_path, atomic_write_text
+from utils.io import atomic_path, atomic_write_bytes, atomic_write_text
 
 # Label colours for overlays (label l uses PALETTE[(l - 1) % len]); tab10 without grey.
 PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
@@ -26,24 +24,12 @@ PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40]
 # ---------------------------------------------------------------------------------------------------------
 # Atomic writers for the formats used here (libraries pick formats by extension, temp files end in .tmp)
 # ---------------------------------------------------------------------------------------------------------
-def ensure_writable(folder: str | Path) -> Path:
-    """Create ``folder`` if needed and prove a file can be created in it; else a one-line UserError."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise UserError(f"{folder}: output folder is not writable ({e.strerror or e}); pass --out with a "
-                        "writable folder") from None
-    return folder
-
-
 def save_npy(path: str | Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the temp name
-            np.save(f, np.asarray(array), allow_pickle=False)
+    import io
+
+    buf = io.BytesIO()  # np.save on a file writes with fwrite, whose short write on a full disk has no errno
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def save_json(path: str | Path, data: Any) -> None:
@@ -105,27 +91,6 @@ def write_scenes(out: Path, gaussians: Any, selection: Any, label_names: Sequenc
     gaussians.subset(keep).save_ply(out / "deleted.ply")
     written["deleted.ply"] = int(keep.sum())
     return written
-
-
-def remove_stale_outputs(out: Path, previous: Sequence[str], current: Sequence[str]) -> None:
-    """Delete files a previous run listed in its summary.json that this run did not rewrite (e.g. per-label
-    PLYs of labels no longer asked for), so the folder describes one run. Only plain names inside ``out``."""
-    keep = set(current)
-    for name in previous:
-        if not isinstance(name, str) or name in keep or "/" in name or "\\" in name or name.startswith("."):
-            continue
-        p = out / name
-        if p.is_file():
-            p.unlink()
-
-
-def read_previous_outputs(out: Path) -> list[str]:
-    try:
-        data = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-        outputs = data.get("outputs", [])
-        return [o for o in outputs if isinstance(o, str)]
-    except (OSError, ValueError, AttributeError):
-        return []
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -15,9 +15,11 @@ from segmentation.views import SPLITS, load_views
 from segmentation.voting import (UNDECIDED_MODES, Selection, accumulate_votes, label_counts, make_selection,
                                  parse_views, resolve_undecided_mode, select_views)
 from utils.errors import UserError
+from utils.outputs import OutputFolder
 from utils.timing import Laps
 
 SUMMARY_VERSION = 1
+TOOL = "segment.py"   # the name segment.py's files are recorded under (utils.outputs)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class SegmentConfig:
     num_threads: int = 0                  # CPU threads (0: all)
     device: str = "cpu"                   # device of the Gaussians
     progress: bool = True                 # tqdm bars (only on a terminal)
+    force: bool = False                   # write into a non-empty --out that holds no segment.py output
 
 
 @dataclass
@@ -91,19 +94,32 @@ def _check_config(cfg: SegmentConfig) -> None:
 
 
 def run_segmentation(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: None) -> SegmentResult:
-    """Run the job; every user-fixable problem raises a one-line UserError before any output is written."""
-    from scene.model_folder import find_iteration, load_model
-    from utils.masks import open_masks
+    """Run the job; every user-fixable problem raises a one-line UserError. Outputs are staged and swapped
+    into ``cfg.out`` at the end (utils.outputs): a failed or interrupted run leaves the folder as it was."""
+    from scene.model_folder import find_iteration, model_inputs
 
     t_start = time.perf_counter()
-    laps = Laps()
-    lap, timings = laps.lap, laps.timings
-
     _check_config(cfg)
-    view_spec = parse_views(cfg.views)
     model_path = Path(cfg.model_path)
     iteration = find_iteration(model_path, None if cfg.iteration < 0 else cfg.iteration)
-    out = export.ensure_writable(Path(cfg.out) if cfg.out else model_path / "segmentation")
+    out = Path(cfg.out) if cfg.out else model_path / "segmentation"
+    inputs = model_inputs(model_path, cfg.source_path)
+    masks = cfg.masks or (str(inputs[1] / "masks") if len(inputs) > 1 else "")
+    with OutputFolder(out, TOOL, [*inputs, masks, cfg.proposals], cfg.force) as folder:
+        result = _segment(cfg, model_path, iteration, folder.dir, t_start, log)
+        folder.commit()
+    result.out = out
+    return result
+
+
+def _segment(cfg: SegmentConfig, model_path: Path, iteration: int, out: Path, t_start: float,
+             log: Callable[[str], None]) -> SegmentResult:
+    """The job, writing into ``out`` (the staging folder)."""
+    from scene.model_folder import load_model
+
+    laps = Laps()
+    lap, timings = laps.lap, laps.timings
+    view_spec = parse_views(cfg.views)
 
     t = time.perf_counter()
     params, gaussians, iteration = load_model(model_path, iteration, device=cfg.device)
@@ -147,8 +163,7 @@ def run_segmentation(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: 
         warnings.warn(f"{masks_path}: label {name!r} got no Gaussian (its masks cover no Gaussian's majority "
                       "mass); check the masks of that label", stacklevel=2)
 
-    previous = export.read_previous_outputs(out)
-    # PLYs first: the largest files, the likeliest to fail (disk full); each file is replaced atomically
+    # PLYs first: the largest files, the likeliest to fail (disk full)
     written = export.write_scenes(out, gaussians, selection, label_names)
     export.save_npy(out / "labels.npy", selection.labels)
     export.save_npy(out / "votes.npy", votes)
@@ -194,7 +209,6 @@ def run_segmentation(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: 
     timings["total"] = round(time.perf_counter() - t_start, 4)
     summary["timings_s"] = timings
     export.save_json(out / "summary.json", summary)
-    export.remove_stale_outputs(out, previous, summary["outputs"])
     return SegmentResult(out, summary, selection, votes, label_names, summary["outputs"])
 
 

@@ -268,8 +268,8 @@ def test_cli_writes_a_new_inria_folder_and_leaves_the_input_alone(model_folder: 
     assert res.returncode == 0, res.stderr
     assert "max |diff|" in res.stdout and "PASSED" in res.stdout
     assert _hashes(model_folder) == before
-    assert sorted(_hashes(out)) == ["cameras.json", "cfg_args", "point_cloud/iteration_700/point_cloud.ply",
-                                    "prune_report.json"]
+    assert sorted(_hashes(out)) == [".gs_outputs.json", "cameras.json", "cfg_args",
+                                    "point_cloud/iteration_700/point_cloud.ply", "prune_report.json"]
     assert (out / "cameras.json").read_bytes() == (model_folder / "cameras.json").read_bytes()
     cfg, cfg_in = read_cfg_args(out / "cfg_args"), read_cfg_args(model_folder / "cfg_args")
     assert cfg["model_path"] == str(out) and {**cfg, "model_path": None} == {**cfg_in, "model_path": None}
@@ -289,11 +289,14 @@ def test_cli_writes_a_new_inria_folder_and_leaves_the_input_alone(model_folder: 
     assert max_render_diff(orig, new, train) < BOUND
 
     # refusals are one-line UserErrors (the script turns them into exit 2; see the bad -m test)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("not prune.py's")
     with pytest.raises(UserError, match="--force"):
-        run_prune(prune_cfg(model_folder, out=str(out)))
-    with pytest.raises(UserError, match="overlaps the input"):
+        run_prune(prune_cfg(model_folder, out=str(theirs)))
+    with pytest.raises(UserError, match="is the input"):
         run_prune(prune_cfg(model_folder, out=str(model_folder)))
-    rep2 = run_prune(prune_cfg(model_folder, out=str(out), force=True, threshold=1e-3))
+    rep2 = run_prune(prune_cfg(model_folder, out=str(out), threshold=1e-3))   # its own folder: no --force
     assert rep2["gaussians"]["removed"] >= rep["gaussians"]["removed"]
     assert json.loads((out / "prune_report.json").read_text())["threshold"] == 1e-3
     assert _hashes(model_folder) == before

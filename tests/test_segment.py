@@ -218,7 +218,7 @@ def test_outputs_layout_and_summary(single, single_run):
     for k in ("load_model", "load_cameras", "open_masks", "vote", "decide", "write", "previews", "total"):
         assert s["timings_s"][k] >= 0
     names = set(p.name for p in out.iterdir())
-    assert set(s["outputs"]) == names - {"eval.json"}
+    assert set(s["outputs"]) == names - {"eval.json", ".gs_outputs.json"}
     assert {"labels.npy", "votes.npy", "extracted.ply", "deleted.ply", "summary.json", "views.gif"} <= names
     assert len([x for x in names if x.startswith("preview_")]) == 2
     labels = np.load(out / "labels.npy")
@@ -244,7 +244,8 @@ def test_outputs_are_atomic(single, single_run, tmp_path, monkeypatch):
     out = tmp_path / "out"
     shutil.copytree(single_run.out, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert not [p for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert not [p for p in out.iterdir() if (p.name.startswith(".") and p.name != ".gs_outputs.json")
+                or p.suffix == ".tmp"]
 
     import plyfile
 
@@ -258,6 +259,7 @@ def test_outputs_are_atomic(single, single_run, tmp_path, monkeypatch):
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert set(after) == set(before), "a temp file was left behind"
     assert after == before            # the failure hit the first file written: every previous file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "the staging folder was left behind"
 
 
 def test_inputs_untouched_and_default_out(single, tmp_path):

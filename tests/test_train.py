@@ -347,7 +347,8 @@ def test_ctrl_c_in_cli_saves_and_exits_130(tmp_path: Path) -> None:
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not (model / "chkpnt3.pth").is_file():
+        # the run writes into a staging folder beside -m (utils.outputs), swapped in when it stops
+        while not list(tmp_path.glob(".m.gs_staging-train.py-*/chkpnt3.pth")):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "training never reached iteration 3"
             time.sleep(0.2)
@@ -358,7 +359,7 @@ def test_ctrl_c_in_cli_saves_and_exits_130(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 130, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("interrupted at iteration "), err
-    it = int(lines[0].split()[3].rstrip(":"))
+    assert len(lines) == 1 and lines[0].startswith("interrupted (SIGINT) at iteration "), err
+    it = int(lines[0].split()[4].rstrip(":"))
     assert it >= 3 and (model / f"chkpnt{it}.pth").is_file()
     assert (model / "point_cloud" / f"iteration_{it}" / "point_cloud.ply").is_file()

@@ -28,7 +28,7 @@ import torch
 
 from arguments import OptimizationParams
 from utils.errors import UserError
-from utils.io import atomic_path
+from utils.io import atomic_torch_save
 
 CHECKPOINT_FORMAT = "gs-segment-train-checkpoint-v1"
 RNG_SCHEME = "seedsequence(seed,stream,counter)-v1"
@@ -85,8 +85,7 @@ def save_checkpoint(path: str | Path, gaussians: Any, iteration: int, rng: RngSt
         "stats": {k: float(v) for k, v in (stats or {}).items()},
     }
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    atomic_torch_save(path, state)
     return path
 
 

@@ -13,7 +13,8 @@ from typing import Optional, Sequence
 
 from arguments import ModelParams, OptimizationParams, PipelineParams, add_arguments, extract
 from training.presets import PRESETS, get_preset
-from utils.errors import UserError
+from utils.errors import ArgumentParser, UserError
+from utils.outputs import add_force_flag
 
 
 @dataclass
@@ -37,11 +38,12 @@ class TrainConfig:
     preset: str = "inria"                    # name of the preset the defaults came from
     progress: bool = True                    # tqdm progress bar
     quiet: bool = False                      # no per-event lines (saves, evaluations)
+    force: bool = False                      # write into a non-empty model folder that holds no train.py output
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Inria's train.py flags, plus --preset, --seed, --threads, --random_init_points."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Train a 3D Gaussian Splatting model (Inria's algorithm and output folder, CPU-capable).")
     add_arguments(p, ModelParams, "model")
     add_arguments(p, OptimizationParams, "optimization")
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu", help="device for the Gaussians (default: cpu)")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no event lines")
     g.add_argument("--detect_anomaly", action="store_true", help="torch autograd anomaly detection (slow)")
+    add_force_flag(g)
     return p
 
 
@@ -116,6 +119,7 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
         preset=preset.name,
         progress=not ns.quiet,
         quiet=ns.quiet,
+        force=ns.force,
     )
 
 

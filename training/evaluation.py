@@ -65,16 +65,21 @@ def evaluate_views(cameras: Sequence[Camera], gaussians: Any, background: Tensor
 
 
 @torch.no_grad()
+def render_dir(model_path: str | Path, name: str, iteration: int) -> Path:
+    """Inria's <model>/<split>/ours_<iteration> folder of render.py."""
+    return Path(model_path) / name / f"ours_{int(iteration)}"
+
+
 def render_set(model_path: str | Path, name: str, iteration: int, views: Sequence[Camera], gaussians: Any,
                background: Tensor, cache: Optional[ImageCache] = None, backend: str = "auto",
-               num_threads: int = 0, progress: bool = True) -> Path:
-    """Write <model>/<name>/ours_<iteration>/{renders,gt}/NNNNN.png for ``views`` (in order); returns the
-    ours_<iteration> folder. background: Tensor  # [3]"""
+               num_threads: int = 0, progress: bool = True, out: Optional[Path] = None) -> Path:
+    """Write {renders,gt}/NNNNN.png for ``views`` (in order) into ``out`` (default: render_dir(...), Inria's
+    <model>/<name>/ours_<iteration>); returns that folder. background: Tensor  # [3]"""
     from tqdm import tqdm
 
     from gaussian_renderer import render
 
-    out = Path(model_path) / name / f"ours_{int(iteration)}"
+    out = Path(out) if out is not None else render_dir(model_path, name, iteration)
     device = gaussians.get_xyz.device
     for idx, view in enumerate(tqdm(views, desc=f"Rendering {name}", disable=not progress)):
         image = render(view, gaussians, background, backend=backend, num_threads=num_threads)["render"]
@@ -163,8 +168,12 @@ def compute_method_metrics(method_dir: Path,
 
 
 def evaluate_model_folder(model_path: str | Path, split: str = "test",
-                          lpips_fn: Optional[Callable[[Tensor, Tensor], float]] = None) -> list[MethodMetrics]:
-    """Metrics of every <model>/<split>/ours_N folder; writes results.json and per_view.json (Inria's)."""
+                          lpips_fn: Optional[Callable[[Tensor, Tensor], float]] = None,
+                          force: bool = False) -> list[MethodMetrics]:
+    """Metrics of every <model>/<split>/ours_N folder; writes results.json and per_view.json (Inria's) into
+    the model folder (shared mode of utils.outputs: only these two files are ever replaced there)."""
+    from utils.outputs import OutputFolder
+
     model_path = Path(model_path)
     if not model_path.is_dir():
         raise UserError(f"{model_path}: model folder not found; pass -m the folder train.py wrote")
@@ -173,10 +182,11 @@ def evaluate_model_folder(model_path: str | Path, split: str = "test",
         hint = " (train with --eval to get a test split)" if split == "test" else ""
         raise UserError(f"{model_path / split}: no ours_<iteration> folders; run render.py -m {model_path} "
                         f"first{hint}")
-    results = [compute_method_metrics(d, lpips_fn) for d in methods]
     suffix = "" if split == "test" else f"_{split}"
-    atomic_write_text(model_path / f"results{suffix}.json",
-                      json.dumps({m.method: m.mean for m in results}, indent=True))
-    atomic_write_text(model_path / f"per_view{suffix}.json",
-                      json.dumps({m.method: m.per_view for m in results}, indent=True))
+    names = [f"results{suffix}.json", f"per_view{suffix}.json"]
+    with OutputFolder(model_path, "metrics.py", [model_path / split], force, files=names, flag=None) as folder:
+        results = [compute_method_metrics(d, lpips_fn) for d in methods]
+        atomic_write_text(folder.path(names[0]), json.dumps({m.method: m.mean for m in results}, indent=True))
+        atomic_write_text(folder.path(names[1]), json.dumps({m.method: m.per_view for m in results}, indent=True))
+        folder.commit()
     return results

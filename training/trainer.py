@@ -9,8 +9,9 @@ with the 20 px screen-size limit once past ``opacity_reset_interval``, opacity r
 last iteration); checkpoint.
 
 Differences from Inria, all deliberate: random draws come from seeded per-iteration generators
-(training.checkpoint.RngStreams), so runs repeat and resume bit-identically; Ctrl-C stops at the end of the
-current iteration and saves a checkpoint and a PLY.
+(training.checkpoint.RngStreams), so runs repeat and resume bit-identically; Ctrl-C (or SIGTERM) stops at the
+end of the current iteration and saves a checkpoint and a PLY; the model folder is written through
+utils.outputs (staged beside it, swapped in when the run ends or is stopped that way).
 """
 from __future__ import annotations
 
@@ -31,14 +32,17 @@ from torch import Tensor
 from arguments import OptimizationParams, write_cfg_args
 from scene.cameras import ImageCache
 from scene.gaussian_model import GaussianModel
-from scene.scene import Scene, check_model_path
+from scene.scene import Scene
 from scene.types import SceneInfo
 from training.checkpoint import RngStreams, checkpoint_path, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.evaluation import evaluate_views
 from training.presets import SIZE_THRESHOLD
-from utils.errors import UserError
+from utils.errors import Terminated, UserError
 from utils.loss_utils import training_loss
+from utils.outputs import OutputFolder
+
+TOOL = "train.py"  # the name train.py's files are recorded under (utils.outputs)
 
 IterationHook = Callable[[int, GaussianModel], None]
 
@@ -59,6 +63,7 @@ class TrainResult:
     evaluations: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)  # it -> split -> metrics
     densification: list[dict[str, int]] = field(default_factory=list)                 # counts per step
     losses: list[float] = field(default_factory=list)                                  # per iteration
+    stop_signal: Optional[int] = None    # signal.SIGINT / SIGTERM that stopped the run (interrupted)
 
     @property
     def iterations_run(self) -> int:
@@ -70,31 +75,35 @@ class TrainResult:
 
 
 class _StopRequest:
-    """SIGINT → finish the current iteration, then stop and save. A second Ctrl-C quits at once.
+    """SIGINT or SIGTERM → finish the current iteration, then stop and save. A second signal quits at once
+    (KeyboardInterrupt, or utils.errors.Terminated for SIGTERM: nothing of the run is kept then).
 
-    The handler is installed only while the loop runs and only from the main thread (signal's rule);
-    elsewhere Ctrl-C raises KeyboardInterrupt as usual.
+    The handlers are installed only while the loop runs and only from the main thread (signal's rule);
+    elsewhere the signals behave as usual.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
-        self._installed = False
+        self.signum: Optional[int] = None
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
         self.requested = True
+        self.signum = signum
 
     def __enter__(self) -> "_StopRequest":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
 
 
 def _validate(cfg: TrainConfig) -> None:
@@ -155,20 +164,47 @@ def train(cfg: TrainConfig, scene_info: Optional[SceneInfo] = None,
 
     ``scene_info`` replaces reading the source (generated scenes, tests). ``on_iteration(it, gaussians)`` is
     called after each completed iteration (tests and tools; raising from it aborts without saving).
-    Returns a TrainResult; ``interrupted`` is True when Ctrl-C stopped the run (state saved).
+    Returns a TrainResult; ``interrupted`` is True when Ctrl-C or SIGTERM stopped the run (state saved).
+
+    The files are staged (utils.outputs) and swapped into the model folder when the run ends, also when a
+    signal stopped it; an error (or a second signal) leaves the folder as it was. Resuming from a checkpoint
+    inside the model folder keeps the previous run's files; a fresh run replaces them.
     """
     t_start = time.perf_counter()
     _validate(cfg)
+    model_path = Path(cfg.model.model_path)
+    ck = load_checkpoint(cfg.start_checkpoint) if cfg.start_checkpoint else None  # fail before writing
+    resume = ck is not None and _is_inside(Path(cfg.start_checkpoint or ""), model_path)
+    inputs = [cfg.model.source_path if scene_info is None else None, cfg.model.object_masks,
+              None if resume else cfg.start_checkpoint]
+    with OutputFolder(model_path, TOOL, inputs, cfg.force, keep_previous=resume, flag="-m") as folder:
+        result = _train(cfg, folder.dir, ck, scene_info, on_iteration, t_start)
+        folder.commit()
+    return result
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    p, f = path.resolve(), folder.resolve()
+    return f in p.parents
+
+
+def _train(cfg: TrainConfig, root: Path, ck: Any, scene_info: Optional[SceneInfo],
+           on_iteration: Optional[IterationHook], t_start: float) -> TrainResult:
+    """The run, writing the model folder's files into ``root`` (the staging folder); the result names the
+    files at their final place in ``cfg.model.model_path``."""
     opt, model, pipe = cfg.opt, cfg.model, cfg.pipe
     device = torch.device(cfg.device)
-    ck = load_checkpoint(cfg.start_checkpoint) if cfg.start_checkpoint else None  # fail before writing
-    model_path = check_model_path(model.model_path)
+    model_path = Path(model.model_path)
+
+    def final(p: Path) -> Path:  # where a staged file ends up
+        return model_path / Path(p).relative_to(root)
 
     gaussians = GaussianModel(model.sh_degree, device)
     cache = ImageCache(int(model.image_cache_mb) * 1024 * 1024)
-    scene = Scene(model, gaussians, random_init_points=cfg.random_init_points, seed=cfg.seed,
-                  scene_info=scene_info, random_init=cfg.random_init, image_cache=cache, progress=cfg.progress)
-    write_cfg_args(model_path / "cfg_args", model)
+    scene = Scene(dataclasses.replace(model, model_path=str(root)), gaussians,
+                  random_init_points=cfg.random_init_points, seed=cfg.seed, scene_info=scene_info,
+                  random_init=cfg.random_init, image_cache=cache, progress=cfg.progress)
+    write_cfg_args(root / "cfg_args", model)
     if scene.random_init and cfg.random_init_lambda_opacity != opt.lambda_opacity:
         opt = dataclasses.replace(opt, lambda_opacity=cfg.random_init_lambda_opacity)
         _echo(None, cfg.quiet, f"random init: loss += {opt.lambda_opacity:g} x mean opacity (fades unconstrained "
@@ -272,7 +308,7 @@ def train(cfg: TrainConfig, scene_info: Optional[SceneInfo] = None,
                             _echo(bar, cfg.quiet, f"[ITER {iteration}] Evaluating {split}: L1 {r['l1']:.6f} "
                                                   f"PSNR {r['psnr']:.2f} ({r['views']} views)")
                 if iteration in cfg.save_iterations:
-                    result.saved_plys.append(scene.save(iteration))
+                    result.saved_plys.append(final(scene.save(iteration)))
                     _echo(bar, cfg.quiet, f"[ITER {iteration}] Saved {len(gaussians)} Gaussians to "
                                           f"{result.saved_plys[-1]}")
 
@@ -291,8 +327,8 @@ def train(cfg: TrainConfig, scene_info: Optional[SceneInfo] = None,
                 loop_time += time.perf_counter() - t_it
 
                 if iteration in cfg.checkpoint_iterations:
-                    path = save_checkpoint(checkpoint_path(model_path, iteration), gaussians, iteration, rng, opt,
-                                           {"ema_loss": ema_loss, "ema_psnr": ema_psnr})
+                    path = final(save_checkpoint(checkpoint_path(root, iteration), gaussians, iteration, rng, opt,
+                                                 {"ema_loss": ema_loss, "ema_psnr": ema_psnr}))
                     result.checkpoints.append(path)
                     _echo(bar, cfg.quiet, f"[ITER {iteration}] Saved checkpoint {path}")
 
@@ -301,6 +337,7 @@ def train(cfg: TrainConfig, scene_info: Optional[SceneInfo] = None,
                 on_iteration(iteration, gaussians)
             if stop.requested and iteration < opt.iterations:
                 result.interrupted = True
+                result.stop_signal = stop.signum
                 break
 
     if bar is not None:
@@ -309,9 +346,10 @@ def train(cfg: TrainConfig, scene_info: Optional[SceneInfo] = None,
         it = result.last_iteration
         ck = checkpoint_path(model_path, it)
         if ck not in result.checkpoints:
-            result.checkpoints.append(save_checkpoint(ck, gaussians, it, rng, opt,
-                                                      {"ema_loss": ema_loss, "ema_psnr": ema_psnr}))
-        ply = scene.save(it)
+            save_checkpoint(checkpoint_path(root, it), gaussians, it, rng, opt,
+                            {"ema_loss": ema_loss, "ema_psnr": ema_psnr})
+            result.checkpoints.append(ck)
+        ply = final(scene.save(it))
         if ply not in result.saved_plys:
             result.saved_plys.append(ply)
     result.num_gaussians = len(gaussians)

@@ -144,7 +144,7 @@ def _segment(cfg: SegmentConfig, model_path: Path, iteration: int, out: Path, t_
         votes, voted, mask_items, association = _vote_associated(cfg, gaussians, inputs, log)
         t = lap("vote", t)
         used = mask_items
-        all_used = len(voted) == len(views.cameras)
+        all_used = False  # --undecided auto: associated selections take their hidden interior (propagate)
     label_names, label_ids, masks_path = inputs.label_names, inputs.label_ids, inputs.path
     num_labels = len(label_names)
     _check_coverage(cfg, inputs, votes, len(voted), views)
@@ -361,7 +361,8 @@ def _vote_associated(cfg: SegmentConfig, gaussians: Any, inputs: Inputs, log: Ca
     if inputs.prompts:
         seeds = _choose_seeds(cfg, gaussians, inputs, candidates, atom_views, log)
     votes0 = seed_votes_of(gaussians, seeds, num_labels, cfg.backend, cfg.num_threads)
-    result = associate(gaussians, votes0, atom_views, num_labels, cfg.knn, cfg.rounds,
+    margin = cfg.margin if cfg.margin is not None else ASSOCIATED_MARGIN
+    result = associate(gaussians, votes0, atom_views, num_labels, margin, cfg.rounds,
                        keep_seeds=not inputs.prompts, log=lambda m: log("         " + m))
     result.seconds_atoms = t_atoms
     result.atom_bytes = sum(a.nbytes for a in atom_views)
@@ -403,12 +404,13 @@ def _choose_seeds(cfg: SegmentConfig, gaussians: Any, inputs: Inputs, candidates
     from segmentation.prompts import choose_seed
 
     cameras = {c.image_name: c for c in inputs.proposals.cameras}
+    margin = cfg.margin if cfg.margin is not None else ASSOCIATED_MARGIN
     seeds = []
     for prompt, cands in zip(inputs.prompts, candidates):
         near = nearest_views(cands[0].camera, atom_views, cameras)
         scores = [1.0] if len(cands) == 1 else [
             consistency(gaussians, seed_votes_of(gaussians, [(c.camera, c.mask.astype(np.int32))], 1, cfg.backend,
-                                                 cfg.num_threads), atom_views, near, cfg.knn) for c in cands]
+                                                 cfg.num_threads), atom_views, near, margin) for c in cands]
         seed, why = choose_seed(cands, scores, cfg.granularity)
         log(f"prompt   {prompt.describe()} -> {why}")
         inputs.seeds.append({"prompt": prompt.describe(), "view": seed.camera.image_name, "chose": why,

@@ -52,8 +52,13 @@ def available_iterations(model_path: str | Path) -> list[int]:
 
 
 def find_iteration(model_path: str | Path, iteration: Optional[int] = None) -> int:
-    """The newest saved iteration, or check that ``iteration`` exists (None or -1: newest, like Inria)."""
+    """The newest saved iteration, or check that ``iteration`` exists (None or -1: newest, like Inria).
+    splatfacto/gsplat models (scene/model_sources.py) give their training step."""
     model_path = Path(model_path)
+    from scene.model_sources import detect_model_source, resolve_model_source
+
+    if detect_model_source(model_path):
+        return resolve_model_source(model_path, iteration).iteration
     its = available_iterations(model_path)
     pc = model_path / "point_cloud"
     if not its:
@@ -76,8 +81,14 @@ def load_model(model_path: str | Path, iteration: Optional[int] = None,
 
     ``model_path`` in the returned params is the folder actually read (it may have moved since training);
     the SH degree is the PLY's. Without cfg_args the PLY still loads, with default params and a warning.
+    splatfacto/gsplat models (a run folder, PLY or checkpoint) are read by scene/model_sources.py; their
+    params carry how to move the data's cameras into the model's frame (segmentation/views.py applies it).
     """
     model_path = Path(model_path)
+    from scene.model_sources import MODEL_FRAME_FILE, detect_model_source, load_foreign_model, with_stored_frame
+
+    if detect_model_source(model_path):
+        return load_foreign_model(model_path, iteration, device)
     it = find_iteration(model_path, iteration)
     cfg_file = model_path / "cfg_args"
     if cfg_file.is_file():
@@ -98,6 +109,8 @@ def load_model(model_path: str | Path, iteration: Optional[int] = None,
                       f"{gaussians.max_sh_degree}; using the PLY's", stacklevel=2)
     params.sh_degree = gaussians.max_sh_degree
     params.model_path = str(model_path)
+    if (model_path / MODEL_FRAME_FILE).is_file():
+        params = with_stored_frame(params, model_path)
     return params, gaussians, it
 
 

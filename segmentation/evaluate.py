@@ -244,6 +244,8 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = lambda s: None)
     data = result.to_json()
     data.update({"model_path": str(model_path), "iteration": int(iteration), "labels": str(labels_path),
                  "gt_masks": str(cfg.gt_masks), "split": cfg.split})
+    if views.model_frame is not None:  # splatfacto/gsplat: how the cameras were moved into the model's frame
+        data["model_frame"] = views.model_frame
     save_json(out, _finite(data))
     return result, out
 

@@ -23,7 +23,7 @@ SUMMARY_VERSION = 1
 class SegmentConfig:
     """Everything ``segment.py`` takes (field comments are the CLI help)."""
 
-    model_path: str                       # model folder (Inria layout)
+    model_path: str                       # model folder (Inria layout), splatfacto run/PLY, gsplat ckpt
     iteration: int = -1                   # point_cloud/iteration_N to load (-1: newest)
     source_path: str = ""                 # scene folder; default: the one in cfg_args
     images: str = ""                      # image folder inside the source; default: cfg_args'
@@ -72,6 +72,7 @@ def _check_config(cfg: SegmentConfig) -> None:
 def run_segmentation(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: None) -> SegmentResult:
     """Run the job; every user-fixable problem raises a one-line UserError before any output is written."""
     from scene.model_folder import find_iteration, load_model
+    from scene.model_sources import model_output_dir
     from utils.masks import open_masks
 
     t_start = time.perf_counter()
@@ -82,7 +83,7 @@ def run_segmentation(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: 
     view_spec = parse_views(cfg.views)
     model_path = Path(cfg.model_path)
     iteration = find_iteration(model_path, None if cfg.iteration < 0 else cfg.iteration)
-    out = export.ensure_writable(Path(cfg.out) if cfg.out else model_path / "segmentation")
+    out = export.ensure_writable(Path(cfg.out) if cfg.out else model_output_dir(model_path) / "segmentation")
 
     t = time.perf_counter()
     params, gaussians, iteration = load_model(model_path, iteration, device=cfg.device)
@@ -100,6 +101,8 @@ def run_segmentation(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: 
         masks_path = Path(cfg.masks)
     elif views.source_path and (Path(views.source_path) / "masks").exists():
         masks_path = Path(views.source_path) / "masks"
+    elif views.mask_dir:  # per-frame masks named by the scene (nerfstudio's mask_path)
+        masks_path = Path(views.mask_dir)
     else:
         raise UserError(f"{model_path}: no --masks given and no masks/ folder in the source; pass --masks with the "
                         "mask folder or COCO json")
@@ -156,6 +159,7 @@ def run_segmentation(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: 
         "num_gaussians": n,
         "cameras": {"from": views.cameras_from, "source_path": views.source_path, "split": cfg.split,
                     "num_views": len(views.cameras), "width": cam0.width, "height": cam0.height},
+        "model_frame": views.model_frame,   # None: Inria folder; else the trainer and the transform applied
         "masks": {"path": str(masks_path), "format": mask_set.fmt, "matched_views": len(mask_set),
                   "views_without_mask": len(mask_set.skipped_views),
                   "unmatched_mask_files": len(mask_set.unmatched_files)},

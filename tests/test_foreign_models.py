@@ -30,9 +30,9 @@ from utils.errors import UserError
 from utils.ply import write_point_cloud_ply
 
 BEER = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "beer"
-pytestmark = [pytest.mark.skipif(not (BEER / "sparse" / "0" / "images.bin").is_file(),
-                                 reason="shared beer capture absent"),
-              pytest.mark.usefixtures("one_torch_thread")]
+needs_beer = pytest.mark.skipif(not (BEER / "sparse" / "0" / "images.bin").is_file(),
+                                reason="shared beer capture absent")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 RES = 8            # 90 x 160 renders
 VIEWS = ("0003", "0021", "0042", "0062")   # none is a multiple of 8: gsplat holds those out
 
@@ -230,6 +230,7 @@ def _views_of(model: Path, **kw):
     return g, load_views(params, "all", resolution=RES, **kw)
 
 
+@needs_beer
 def test_nerfstudio_conversion_reads_the_colmap_cameras(splatfacto_run) -> None:
     """The reader undoes OpenGL axes, keeps per-frame intrinsics and OPENCV k1, and its frame is
     applied_transform of COLMAP's."""
@@ -246,6 +247,7 @@ def test_nerfstudio_conversion_reads_the_colmap_cameras(splatfacto_run) -> None:
     assert len(ns.point_cloud.points) == len(col.point_cloud.points)
 
 
+@needs_beer
 def test_splatfacto_renders_match_and_the_transform_matters(splatfacto_run, reference, tmp_path) -> None:
     for model in (splatfacto_run["run"], splatfacto_run["run"] / "splat.ply"):
         g, views = _views_of(model)
@@ -301,6 +303,7 @@ def gsplat_transform() -> np.ndarray:
     return gsplat_parser_transform(c2w, info.point_cloud.points)
 
 
+@needs_beer
 def test_gsplat_normalisation_matches_the_transcription(gsplat_transform) -> None:
     from scene.frames import camera_to_world, gsplat_normalization
 
@@ -311,6 +314,35 @@ def test_gsplat_normalisation_matches_the_transcription(gsplat_transform) -> Non
     assert not np.allclose(variants["gsplat<1.5.2"], gsplat_transform, atol=1e-3)
 
 
+def test_gsplat_normalisation_matches_on_random_captures() -> None:
+    """Random rings of cameras around random point clouds, some of which trigger gsplat's up-side-down turn
+    (a heavier lower tail of points puts the median above the mean) and some not."""
+    from scene.frames import gsplat_normalization
+
+    rng = np.random.default_rng(3)
+    fired = set()
+    for k in range(8):
+        n = 12
+        centres = rng.normal(0, 0.3, (n, 3)) + np.stack([4 * np.cos(np.arange(n)), 4 * np.sin(np.arange(n)),
+                                                          np.full(n, 1.0)], axis=1)
+        c2w = np.zeros((n, 4, 4))
+        for i, c in enumerate(centres):  # OpenCV cameras looking at the origin, world z roughly up
+            fwd = -c / np.linalg.norm(c)
+            right = np.cross(fwd, [0.0, 0.0, 1.0])
+            right /= np.linalg.norm(right)
+            c2w[i, :3, :3] = np.stack([right, np.cross(fwd, right), fwd], axis=1)
+            c2w[i, :3, 3] = c
+            c2w[i, 3, 3] = 1.0
+        pts = rng.normal(0, 1, (500, 3)) * [2, 1, 0.3]
+        pts[:, 2] = np.abs(pts[:, 2]) * (1 if k % 2 else -1)
+        got = gsplat_normalization(c2w, pts.astype(np.float32))
+        want = gsplat_parser_transform(c2w, pts.astype(np.float32))
+        np.testing.assert_allclose(got["gsplat>=1.5.2"], want, atol=1e-9)
+        fired.add(not np.allclose(got["gsplat<1.5.2"], want))
+    assert fired == {True, False}
+
+
+@needs_beer
 def test_gsplat_renders_match_and_the_normalisation_matters(tmp_path, original, reference, gsplat_transform) -> None:
     res = tmp_path / "results" / "beer"
     ckpt = gsplat_checkpoint(res, moved(original, gsplat_transform))
@@ -327,6 +359,7 @@ def test_gsplat_renders_match_and_the_normalisation_matters(tmp_path, original, 
     assert psnr(renders(g, views.cameras), reference) < 20.0
 
 
+@needs_beer
 def test_gsplat_version_and_normalisation_found_without_cfg(tmp_path, original, reference, gsplat_transform) -> None:
     """No cfg.yml (-s gives the data): the candidate frame that puts beer's points on the Gaussians wins,
     here the frame of a gsplat < 1.5.2 (no up-side-down turn) and an un-normalised run."""
@@ -388,6 +421,7 @@ def _rows(path: Path) -> np.ndarray:
 
 
 @pytest.mark.slow
+@needs_beer
 def test_segment_gives_the_same_labels_and_ply_in_the_model_frame(tmp_path, inria_and_masks, splatfacto_run,
                                                                   gsplat_transform, original) -> None:
     res = tmp_path / "results" / "beer"
@@ -411,6 +445,7 @@ def test_segment_gives_the_same_labels_and_ply_in_the_model_frame(tmp_path, inri
 
 
 @pytest.mark.slow
+@needs_beer
 def test_prune_and_render_a_gsplat_checkpoint(tmp_path, original, reference, gsplat_transform) -> None:
     """prune.py writes an Inria folder in the checkpoint's frame with model_frame.json, which loads back
     with the data's cameras moved the same way; render.py writes beside the checkpoint."""

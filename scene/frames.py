@@ -90,7 +90,8 @@ def move_camera(cam: Camera, sim: Similarity) -> Camera:
     """The same view with its extrinsics in the frame ``sim`` maps to.
 
     With x = S^-1(y): p_cam = R_c R^T (y - t) / s + t_c. Scaling the camera frame by s changes no pixel, so
-    the new world-to-camera is [R_c R^T | s t_c - R_c R^T t]: a rigid camera, depths in the new frame's units.
+    the new world-to-camera is [R_c R^T | s t_c - R_c R^T t]: a rigid camera, depths in the new frame's units;
+    the near plane scales with them, so the moved camera renders the same picture.
     """
     s, r, t = sim.scale, sim.rotation, sim.translation
     w2c = np.asarray(cam.world_to_camera, dtype=np.float64)
@@ -98,7 +99,7 @@ def move_camera(cam: Camera, sim: Similarity) -> Camera:
     out = np.eye(4)
     out[:3, :3] = rot
     out[:3, 3] = s * w2c[:3, 3] - rot @ t
-    return dataclasses.replace(cam, world_to_camera=out)
+    return dataclasses.replace(cam, world_to_camera=out, znear=cam.znear * s)
 
 
 def move_cameras(cameras: Sequence[Camera], sim: Similarity) -> list[Camera]:

@@ -138,6 +138,8 @@ def camera_to_json(index: int, cam: Camera) -> dict:
     if not (math.isclose(cam.cx, cam.width / 2, abs_tol=1e-9) and math.isclose(cam.cy, cam.height / 2,
                                                                                 abs_tol=1e-9)):
         entry["cx"], entry["cy"] = float(cam.cx), float(cam.cy)
+    if cam.znear != 0.2:  # a camera moved into a splatfacto/gsplat model's frame (scene/frames.py)
+        entry["znear"] = float(cam.znear)
     return entry
 
 
@@ -167,6 +169,7 @@ def read_cameras_json(path: str | Path) -> list[Camera]:
             fx, fy = float(e["fx"]), float(e["fy"])
             cx = float(e.get("cx", width / 2))
             cy = float(e.get("cy", height / 2))
+            znear = float(e.get("znear", 0.2))
             uid, name = int(e["id"]), str(e["img_name"])
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"{path}: camera entry {i} is malformed ({type(err).__name__}: {err}); "
@@ -177,5 +180,5 @@ def read_cameras_json(path: str | Path) -> list[Camera]:
         w2c[:3, :3] = rot.T
         w2c[:3, 3] = -rot.T @ pos
         cams.append(Camera(uid=uid, image_name=name, width=width, height=height, fx=fx, fy=fy, cx=cx, cy=cy,
-                           world_to_camera=w2c))
+                           world_to_camera=w2c, znear=znear))
     return cams

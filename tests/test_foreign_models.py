@@ -134,6 +134,7 @@ def original() -> GaussianModel:
     rng = np.random.default_rng(0)
     n = len(g)
     scales = g._scaling.detach() + torch.from_numpy(rng.normal(0.0, 0.4, (n, 3))).float()
+    scales = scales.clamp(max=float(scales.quantile(0.9)))  # outlier points would cover whole views
     quats = torch.from_numpy(Rotation.random(n, random_state=1).as_quat()[:, [3, 0, 1, 2]]).float()
     return GaussianModel.from_tensors(g._xyz.detach(), g._features_dc.detach(), g._features_rest.detach(), scales,
                                       quats, torch.full((n, 1), 1.5))
@@ -150,10 +151,14 @@ def moved(g: GaussianModel, m: np.ndarray) -> GaussianModel:
                                       torch.from_numpy(q.as_quat()[:, [3, 0, 1, 2]]).float(), g._opacity.detach())
 
 
+# 0014, 0035 and 0054 see Gaussians between Inria's near plane (0.2) in COLMAP units and 0.2 in the scaled
+# frames: they render alike only if the near plane moves with the camera (13.9-26.8 dB when it does not).
+VIEWS = ("0003", "0014", "0021", "0035", "0042", "0054", "0062")
+
+
 def renders(g: GaussianModel, cams: list[Camera]) -> dict[str, torch.Tensor]:
-    """Every view of beer (some have Gaussians between Inria's near plane in COLMAP units and the same
-    depth in the scaled frame: they check that the near plane moves with the camera)."""
-    assert len(cams) == 71
+    cams = [c for c in cams if c.image_name in VIEWS]
+    assert len(cams) == len(VIEWS)
     return {c.image_name: render(c, g, torch.zeros(3), backend="cpu")["render"].detach() for c in cams}
 
 

@@ -184,7 +184,7 @@ def gsplat_normalization(c2w: np.ndarray, points: np.ndarray) -> dict[str, np.nd
 def alignment_error(means: np.ndarray, points: np.ndarray) -> float:
     """Median distance from Gaussian centres to the nearest data point, relative to the points' spread
     (median distance to their median). Trainers start the Gaussians on those points, so a model and data in
-    one frame give a small value (~0.01-0.05); a wrong frame gives ~0.3 or more.
+    one frame give a small value (0.059 for a model trained on beer), a wrong frame several (3.4 to 10.7).
 
     means: [N, 3] model frame; points: [P, 3] in the same frame.
     """

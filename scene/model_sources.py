@@ -52,8 +52,9 @@ _NS_CKPT = re.compile(r"step-(\d+)\.ckpt$")
 _SPLAT_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")
 _NS_KEYS = ("means", "scales", "quats", "opacities", "features_dc", "features_rest")
 # Above this alignment error (scene/frames.py: median centre-to-point distance / point spread) the model and
-# its data are reported as not sharing a frame; measured on beer: ~0.01 aligned, >= 0.4 with a wrong frame.
-MISALIGNED = 0.15
+# its data are reported as not sharing a frame. Measured on beer: 0.059 for a model train.py trained from its
+# points (1000 iterations, 6,710 Gaussians), 3.4 to 10.7 in a wrong frame (none, or a gsplat normalisation).
+MISALIGNED = 0.3
 _MEANS_SAMPLE = 20_000
 
 

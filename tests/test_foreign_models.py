@@ -25,6 +25,7 @@ from scene.cameras import Camera
 from scene.colmap_loader import read_cameras, read_images, read_points3D
 from scene.dataset_readers import read_scene
 from scene.gaussian_model import GaussianModel
+from scene.model_sources import MISALIGNED
 from scene.types import BasicPointCloud
 from utils.errors import UserError
 from utils.ply import write_point_cloud_ply
@@ -34,6 +35,7 @@ needs_beer = pytest.mark.skipif(not (BEER / "sparse" / "0" / "images.bin").is_fi
                                 reason="shared beer capture absent")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 RES = 8            # 90 x 160 renders
+NEAR = ("0014", "0035", "0054")   # views with a Gaussian near the camera (see original())
 
 
 # ----- nerfstudio's conversion (colmap_to_json + the nerfstudio dataparser) ------------------------------
@@ -127,14 +129,20 @@ def gsplat_parser_transform(camtoworlds: np.ndarray, points: np.ndarray) -> np.n
 @pytest.fixture(scope="module")
 def original() -> GaussianModel:
     """Anisotropic, randomly rotated Gaussians on beer's points (SH degree 0: a frame change then needs no
-    SH rotation, which is what the trainers' own models never need either)."""
+    SH rotation, which is what the trainers' own models never need either), plus one white Gaussian 0.6 units
+    in front of each NEAR view: beyond Inria's near plane (0.2) here, within it once the frame is scaled by
+    < 1/3 (splatfacto 0.16, gsplat 0.29) unless the near plane moves with the camera."""
     pts, _ = read_points3D(BEER / "sparse" / "0")
+    near = [c for c in read_scene(str(BEER), resolution=RES).train_cameras if c.image_name in NEAR]
+    xyz = np.concatenate([pts.xyz, [c.camera_center + 0.6 * c.R[2] for c in near]]).astype(np.float32)
+    rgb = np.concatenate([pts.rgb / 255.0, np.ones((len(near), 3))]).astype(np.float32)
     g = GaussianModel(0)
-    g.create_from_pcd(BasicPointCloud(pts.xyz.astype(np.float32), pts.rgb.astype(np.float32) / 255.0), 1.0)
+    g.create_from_pcd(BasicPointCloud(xyz, rgb), 1.0)
     rng = np.random.default_rng(0)
     n = len(g)
     scales = g._scaling.detach() + torch.from_numpy(rng.normal(0.0, 0.4, (n, 3))).float()
     scales = scales.clamp(max=float(scales.quantile(0.9)))  # outlier points would cover whole views
+    scales[-len(near):] = math.log(0.03)
     quats = torch.from_numpy(Rotation.random(n, random_state=1).as_quat()[:, [3, 0, 1, 2]]).float()
     return GaussianModel.from_tensors(g._xyz.detach(), g._features_dc.detach(), g._features_rest.detach(), scales,
                                       quats, torch.full((n, 1), 1.5))
@@ -151,8 +159,6 @@ def moved(g: GaussianModel, m: np.ndarray) -> GaussianModel:
                                       torch.from_numpy(q.as_quat()[:, [3, 0, 1, 2]]).float(), g._opacity.detach())
 
 
-# 0014, 0035 and 0054 see Gaussians between Inria's near plane (0.2) in COLMAP units and 0.2 in the scaled
-# frames: they render alike only if the near plane moves with the camera (13.9-26.8 dB when it does not).
 VIEWS = ("0003", "0014", "0021", "0035", "0042", "0054", "0062")
 
 
@@ -267,7 +273,7 @@ def test_splatfacto_renders_match_and_the_transform_matters(splatfacto_run, refe
             [[s], [s], [s]])).tolist(), "scale": s}))
         with pytest.warns(UserWarning, match="far from the data's points"):
             g, views = _views_of(run, source_path=str(splatfacto_run["data"]))
-        assert views.model_frame["alignment_error"] > 0.15
+        assert views.model_frame["alignment_error"] > MISALIGNED
         assert psnr(renders(g, views.cameras), reference) < 20.0, name
 
 

@@ -453,6 +453,18 @@ def test_segment_gives_the_same_labels_and_ply_in_the_model_frame(tmp_path, inri
     gs = _rows(tmp_path / "gsplat" / "extracted.ply")[:, :3]
     np.testing.assert_allclose(gs, moved(original, gsplat_transform).get_xyz.detach().numpy()[np.load(
         tmp_path / "gsplat" / "labels.npy") == 1], atol=0)
+    # eval_segmentation scores the same selection the same way through the moved cameras
+    import eval_segmentation
+
+    scores = {}
+    for name, model in (("inria", inria_and_masks["model"]), ("gsplat", res)):
+        assert eval_segmentation.main(["-m", str(model), "--labels", str(tmp_path / name / "labels.npy"),
+                                       "--gt-masks", str(inria_and_masks["masks"]), "--split", "train", "-r",
+                                       str(RES), "--no-progress"]) == 0
+        scores[name] = json.loads((tmp_path / name / "eval.json").read_text())
+    assert scores["gsplat"]["model_frame"]["kind"] == "gsplat" and "model_frame" not in scores["inria"]
+    assert scores["gsplat"]["miou"] == pytest.approx(scores["inria"]["miou"], abs=1e-6)
+    assert scores["inria"]["miou"] > 0.8
 
 
 @pytest.mark.slow

@@ -117,6 +117,27 @@ def test_mask_paths_reach_segment_views(tmp_path: Path) -> None:
     (src / "transforms.json").write_text(json.dumps(meta))
     views = load_views(ModelParams(source_path=str(src), model_path=str(tmp_path / "m")), "all")
     assert views.mask_dir == str(src / "seg") and views.model_frame is None
+    # segment.py without --masks takes them (a small model in front of the cameras, masks covering half of it)
+    from arguments import write_cfg_args
+    from scene.gaussian_model import GaussianModel
+    from scene.types import BasicPointCloud
+    from segmentation.pipeline import SegmentConfig, run_segmentation
+
+    for i in range(4):
+        m = np.zeros((H, W), np.uint8)
+        m[:, : W // 2] = 255
+        Image.fromarray(m).save(src / "seg" / f"frame_{i:05d}.png")
+    model = tmp_path / "m"
+    g = GaussianModel(0)
+    pts = np.random.default_rng(0).uniform(-0.5, 0.5, (200, 3)).astype(np.float32)
+    g.create_from_pcd(BasicPointCloud(pts, np.full_like(pts, 0.5)), 1.0)
+    g.save_ply(model / "point_cloud" / "iteration_1" / "point_cloud.ply")
+    write_cfg_args(model / "cfg_args", ModelParams(sh_degree=0, source_path=str(src), model_path=str(model)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = run_segmentation(SegmentConfig(model_path=str(model), previews=0, gif_frames=0, progress=False))
+    assert res.summary["masks"]["path"] == str(src / "seg") and res.summary["masks"]["matched_views"] == 4
+    assert 0 < res.summary["gaussians"]["extracted"] < 200
     for f in meta["frames"]:
         f["mask_path"] = "seg/frame_00000.png"
     (src / "transforms.json").write_text(json.dumps(meta))

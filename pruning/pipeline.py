@@ -18,7 +18,7 @@ import math
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -197,7 +197,7 @@ def _write_cfg_args(src_model: Path, out: Path, params: ModelParams, source_over
             cfg["source_path"] = source_override
         atomic_write_text(out / "cfg_args", str(argparse.Namespace(**cfg)))
     else:  # (a splatfacto/gsplat model's params carry its source description: keep ModelParams' fields only)
-        p = ModelParams(**{**{k: v for k, v in asdict(params).items() if k in _MODEL_FIELDS}, "model_path": str(out)})
+        p = ModelParams(**{**{k: getattr(params, k) for k in _MODEL_FIELDS}, "model_path": str(out)})
         if source_override:
             p.source_path = source_override
         write_cfg_args(out / "cfg_args", p)

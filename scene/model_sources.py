@@ -352,13 +352,16 @@ def _resolve_gsplat(p: Path, iteration: Optional[int]) -> ModelSource:
             src.normalize = bool(cfg["normalize_world_space"])
         data, note = _resolve_data(cfg.get("data_dir"), Path(str(cfg.get("result_dir") or "results")), result_dir)
         src.data_dir, src.data_note = data, note or f"from {cfg_file}"
-        factor = int(cfg.get("data_factor") or 1)
+        try:
+            factor, test_every = int(cfg.get("data_factor") or 1), int(cfg.get("test_every") or 8)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{cfg_file}: data_factor / test_every are not integers ({e}); restore gsplat's "
+                            f"cfg.yml or remove it and pass -s") from None
         if factor > 1:
             if data and (Path(data) / f"images_{factor}").is_dir():
                 src.images = f"images_{factor}"
             elif factor in (2, 4, 8):
                 src.resolution = factor
-        test_every = int(cfg.get("test_every") or 8)
         if test_every != 8:
             warnings.warn(f"{cfg_file}: test_every {test_every}; --split train/test here hold out every 8th view",
                           stacklevel=3)
@@ -475,7 +478,7 @@ def require_data(params: ModelParams, source: str) -> None:
     raise UserError(f"{src.path}: {what}: {where}; pass -s with {need}")
 
 
-def _split_points(info: SceneInfo) -> Optional[np.ndarray]:
+def _data_points(info: SceneInfo) -> Optional[np.ndarray]:
     return None if info.point_cloud is None or not len(info.point_cloud.points) else info.point_cloud.points
 
 
@@ -504,7 +507,7 @@ def _gsplat_similarity(src: ModelSource, info: SceneInfo) -> tuple[Similarity, s
     if info.scene_type != "colmap":
         raise UserError(f"{info.source_path}: a gsplat checkpoint needs the COLMAP folder it was trained on "
                         f"(sparse/0 with images.bin and points3D.bin), found a {info.scene_type} scene; pass -s")
-    pts = _split_points(info)
+    pts = _data_points(info)
     if pts is None:
         raise UserError(f"{info.source_path}: no sparse/0/points3D; gsplat's world normalisation is computed from "
                         f"the COLMAP points, so the model's frame cannot be recovered without them")
@@ -541,7 +544,7 @@ def align_scene(params: ModelParams, info: SceneInfo) -> tuple[SceneInfo, Option
         sim, how = _splatfacto_similarity(src, info)
     else:
         sim, how, _ = _gsplat_similarity(src, info)
-    pts = _split_points(info)
+    pts = _data_points(info)
     pcd = info.point_cloud
     if pts is not None and not sim.is_identity():
         pcd = BasicPointCloud(sim.apply(pts).astype(np.float32), info.point_cloud.colors, info.point_cloud.normals)

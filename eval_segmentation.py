@@ -20,7 +20,9 @@ from utils.outputs import add_force_flag
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="eval_segmentation.py", description=__doc__.split("\n\n")[2].strip())
-    p.add_argument("-m", "--model_path", "--model", required=True, help="trained model folder (Inria layout)")
+    p.add_argument("-m", "--model_path", "--model", required=True,
+                   help="trained model: Inria folder, splatfacto run folder or export PLY, or gsplat ckpt_*.pt / "
+                        "result folder")
     p.add_argument("--labels", required=True, help="labels.npy written by segment.py")
     p.add_argument("--gt-masks", required=True, help="ground-truth masks: folder or COCO json, matched to views "
                    "by image stem like segment.py's --masks")

@@ -33,7 +33,9 @@ def _thresholds(text: str) -> tuple[float, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-m", "--model_path", required=True, help="trained model folder (Inria layout)")
+    p.add_argument("-m", "--model_path", required=True,
+                   help="trained model: Inria folder, splatfacto run folder or export PLY, or gsplat ckpt_*.pt / "
+                        "result folder")
     p.add_argument("--out", default="", help="new output folder (default: <model_path>_pruned)")
     p.add_argument("--threshold", type=float, default=None,
                    help="also remove Gaussians with contribution < T x max contribution (lossy; the report "

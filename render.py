@@ -48,6 +48,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     ns = build_parser().parse_args(argv)
     model_path = Path(getattr(ns, "model_path", "") or "")
+    from scene.model_sources import detect_model_source
+
+    if str(model_path) and detect_model_source(model_path):
+        return _render_foreign(ns, model_path)
     if not str(model_path) or not model_path.is_dir():
         raise UserError(f"{model_path or '-m'}: model folder not found; pass -m/--model_path the folder "
                         f"train.py wrote")
@@ -85,6 +89,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             folder.commit()
     if not ns.quiet:
         for name, views, out in splits:
+            print(f"{name}: {len(views)} views -> {out}")
+    return 0
+
+
+def _render_foreign(ns, model_path: Path) -> int:
+    """A splatfacto/gsplat model: cameras from its data folder moved into its frame, renders written to
+    model_output_dir (the run folder, or beside a model file)."""
+    import torch
+
+    from arguments import PipelineParams, extract
+    from scene.cameras import ImageCache
+    from scene.model_folder import load_model
+    from scene.model_sources import model_output_dir
+    from segmentation.views import load_views
+    from training.evaluation import render_set
+
+    pipe = extract(PipelineParams, ns)
+    if pipe.num_threads > 0:
+        torch.set_num_threads(pipe.num_threads)
+    params, gaussians, iteration = load_model(model_path, ns.iteration)
+    for name in ("white_background", "image_cache_mb"):
+        if hasattr(ns, name):
+            setattr(params, name, getattr(ns, name))
+    background = torch.tensor([1.0, 1.0, 1.0] if params.white_background else [0.0, 0.0, 0.0])
+    cache = ImageCache(params.image_cache_mb * 2**20)
+    out_root = model_output_dir(model_path)
+    for name, skip in (("train", ns.skip_train), ("test", ns.skip_test or not params.eval)):
+        if skip:
+            continue
+        views = load_views(params, name, getattr(ns, "source_path", ""), getattr(ns, "images", ""),
+                           getattr(ns, "resolution", 0)).cameras
+        out = render_set(out_root, name, iteration, views, gaussians, background, cache, pipe.backend,
+                         pipe.num_threads, progress=not ns.quiet)
+        if not ns.quiet:
             print(f"{name}: {len(views)} views -> {out}")
     return 0
 

@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="segment.py", description=__doc__.split("\n\n")[2].strip(),
         usage="%(prog)s [-m MODEL --masks MASKS] [options]   (no arguments: built-in demo)")
     g = p.add_argument_group("model and views")
-    g.add_argument("-m", "--model_path", "--model", default="", help="trained model folder (Inria layout)")
+    g.add_argument("-m", "--model_path", "--model", default="",
+        help="trained model: Inria folder, splatfacto run folder or export PLY, or gsplat ckpt_*.pt / "
+             "result folder")
     add_view_args(g, source_help="scene folder (default: the one in MODEL/cfg_args; without it the cameras come "
                                  "from MODEL/cameras.json)")
     g.add_argument("--split", default="train", choices=("train", "test", "all"),

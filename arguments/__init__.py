@@ -29,8 +29,8 @@ class ModelParams:
     """Where the data and the model live, and how images are loaded (Inria's ModelParams)."""
 
     sh_degree: int = _f(3, "maximum spherical-harmonics degree")
-    source_path: str = _f("", "scene folder: COLMAP (sparse/0), LLFF (poses_bounds.npy) or NeRF-synthetic "
-                              "(transforms_train.json)", "-s")
+    source_path: str = _f("", "scene folder: COLMAP (sparse/0), LLFF (poses_bounds.npy), NeRF-synthetic "
+                              "(transforms_train.json) or nerfstudio (transforms.json)", "-s")
     model_path: str = _f("", "model folder (Inria layout: cfg_args, cameras.json, point_cloud/)", "-m")
     images: str = _f("images", "image folder inside the source (LLFF: images_8 etc. are found automatically)", "-i")
     resolution: int = _f(-1, "-1: auto (longest side <= 1600), 1/2/4/8: downscale factor, >8: target width", "-r")

@@ -48,7 +48,7 @@ def render(camera: Any, gaussians: Any, background: Tensor, override_color: Opti
     return rasterize(means, gaussians.get_rotation, gaussians.get_scaling * scaling_modifier,
                      gaussians.get_opacity.reshape(-1), colors, camera.viewmat(means.device),
                      camera.K(means.device), camera.width, camera.height, background.to(means.device),
-                     backend=backend, num_threads=num_threads)
+                     backend=backend, near=float(getattr(camera, "znear", 0.2)), num_threads=num_threads)
 
 
 def vote(camera: Any, gaussians: Any, weights: Tensor, scaling_modifier: float = 1.0, backend: str = "auto",
@@ -59,4 +59,5 @@ def vote(camera: Any, gaussians: Any, weights: Tensor, scaling_modifier: float =
     means = gaussians.get_xyz
     return vote_tensors(means, gaussians.get_rotation, gaussians.get_scaling * scaling_modifier,
                         gaussians.get_opacity.reshape(-1), camera.viewmat(means.device), camera.K(means.device),
-                        weights.to(means.device), backend=backend, num_threads=num_threads)
+                        weights.to(means.device), backend=backend, near=float(getattr(camera, "znear", 0.2)),
+                        num_threads=num_threads)

@@ -114,6 +114,8 @@ def build(verbose: bool = False) -> Path:
         stale = directory / "lock"  # torch's FileBaton; nobody else can be building while we hold the flock
         if stale.exists():
             stale.unlink()
+        # The first build is ~30 s of silence otherwise: say what is happening (stderr, so --quiet stdout stays clean).
+        print("building the CPU rasterizer (~30 s, once) ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
             cpp_extension.load(
@@ -127,8 +129,7 @@ def build(verbose: bool = False) -> Path:
             )
         except (RuntimeError, OSError, ImportError, ValueError) as e:
             raise NativeBuildError(f"building the CPU rasterizer in {directory} failed:\n{e}") from e
-        if verbose:
-            print(f"built {lib} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        print(f"built the CPU rasterizer in {time.perf_counter() - t0:.1f} s ({lib})", file=sys.stderr, flush=True)
         if not lib.exists():
             raise NativeBuildError(f"{lib}: the build finished but produced no library")
         return lib

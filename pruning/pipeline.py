@@ -19,7 +19,7 @@ import math
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -39,6 +39,7 @@ from utils.io import atomic_path, atomic_write_text
 from utils.outputs import OutputFolder
 
 Log = Callable[[str], None]
+_MODEL_FIELDS = {f.name for f in fields(ModelParams)}
 
 
 @dataclass
@@ -69,10 +70,14 @@ class Views:
     reference: str            # "ground truth" | "unpruned render"
     note: str = ""            # why the held-out split / reference is what it is
     all_cameras: list[Camera] = field(default_factory=list)
+    model_frame: Optional[dict] = None  # splatfacto/gsplat: how the cameras were moved into the model's frame
 
 
 def default_out(model_path: Path) -> Path:
-    return model_path.parent / f"{model_path.name}_pruned"
+    from scene.model_sources import model_output_dir
+
+    base = model_output_dir(model_path)  # a model file (gsplat ckpt, splatfacto PLY): named by its stem
+    return base.parent / f"{base.name}_pruned"
 
 
 def check_no_foreign_iterations(folder: Any, out: Path) -> None:
@@ -91,17 +96,22 @@ def load_views(model_path: Path, params: ModelParams, source_override: str = "")
     a training view (conservative: more views can only keep more Gaussians) and quality is measured against
     the unpruned model's renders.
     """
+    from scene.model_sources import align_scene, require_data
+
     source = source_override or params.source_path
+    require_data(params, source)
     if source_override or (source and Path(source).is_dir()):
         info = read_scene(source, params.images, params.resolution, params.eval, params.white_background)
+        info, frame = align_scene(params, info)  # splatfacto/gsplat: cameras into the model's frame
         if not info.train_cameras:
             raise UserError(f"{source}: no training views; check -s and cfg_args")
         everyone = info.train_cameras + info.test_cameras
         if params.eval and info.test_cameras:
-            return Views(info.train_cameras, info.test_cameras, "test", "ground truth", all_cameras=everyone)
+            return Views(info.train_cameras, info.test_cameras, "test", "ground truth", all_cameras=everyone,
+                         model_frame=frame)
         note = ("model trained without --eval: no held-out split exists, so quality is measured on the "
                 "training views")
-        return Views(info.train_cameras, info.train_cameras, "train", "ground truth", note, everyone)
+        return Views(info.train_cameras, info.train_cameras, "train", "ground truth", note, everyone, frame)
     cams = read_cameras_json(model_path / "cameras.json")
     if not cams:
         raise UserError(f"{model_path / 'cameras.json'}: no cameras; re-create the model folder with train.py")
@@ -186,8 +196,8 @@ def _write_cfg_args(src_model: Path, out: Path, params: ModelParams, source_over
         if source_override:
             cfg["source_path"] = source_override
         atomic_write_text(out / "cfg_args", str(argparse.Namespace(**cfg)))
-    else:
-        p = ModelParams(**{**asdict(params), "model_path": str(final)})
+    else:  # (a splatfacto/gsplat model's params carry its source description: keep ModelParams' fields only)
+        p = ModelParams(**{**{k: getattr(params, k) for k in _MODEL_FIELDS}, "model_path": str(final)})
         if source_override:
             p.source_path = source_override
         write_cfg_args(out / "cfg_args", p)
@@ -210,7 +220,20 @@ def write_output(src_model: Path, out: Path, iteration: int, pruned: GaussianMod
         write_cameras_json(out / "cameras.json", views.all_cameras)
     if (src_model / "input.ply").is_file():
         _copy(src_model / "input.ply", out / "input.ply")
+    if views.model_frame is not None:  # a foreign model's frame: model_frame.json ties the data's cameras to it
+        from scene.model_sources import write_model_frame
+
+        write_model_frame(out, views.model_frame)
     return save_model(out, iteration, pruned)
+
+
+def _input_bytes(params: ModelParams, model_path: Path, iteration: int) -> int:
+    """Size of what was read: the PLY, or a splatfacto/gsplat model's files."""
+    from scene.model_sources import model_source_of
+
+    src = model_source_of(params)
+    files = src.files if src is not None and src.files else [ply_path(model_path, iteration)]
+    return sum(f.stat().st_size for f in files)
 
 
 def _mb(n: int) -> str:
@@ -326,7 +349,7 @@ def _prune(cfg: PruneConfig, model_path: Path, out: Path, stage: Path, iteration
     times["total"] = time.perf_counter() - t_all
 
     rep = build_report(cfg, model_path, out, iteration, backend, gaussians, res, views, before, after,
-                       ply_path(model_path, iteration).stat().st_size, ply_out.stat().st_size, times)
+                       _input_bytes(params, model_path, iteration), ply_out.stat().st_size, times)
     rep = _clean(rep)
     atomic_write_text(stage / "prune_report.json", json.dumps(rep, indent=2))
     return rep, sweep_rows, views
@@ -339,7 +362,7 @@ def build_report(cfg: PruneConfig, model_path: Path, out: Path, iteration: int, 
     n = len(gaussians)
     contrib = res.contribution
     return {
-        "model_path": str(model_path), "out": str(out), "iteration": iteration,
+        "model_path": str(model_path), "out": str(out), "iteration": iteration, "model_frame": views.model_frame,
         "mode": "lossless" if cfg.threshold is None else f"threshold {cfg.threshold:g} x max contribution",
         "threshold": cfg.threshold, "backend": backend, "num_threads": cfg.num_threads,
         "gaussians": {"before": n, "after": n - res.num_removed, "removed": res.num_removed,

@@ -53,6 +53,9 @@ class Camera:
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     # Optional custom loader returning HxWx{3,4} uint8/float at any size (tests, generated scenes).
     loader: Optional[Callable[[], np.ndarray]] = field(default=None, repr=False, compare=False)
+    # Near-plane depth in world units (Inria's 0.2). A camera moved into a scaled frame (scene/frames.py)
+    # scales it too, so it renders the same picture there.
+    znear: float = 0.2
 
     # ----- geometry -------------------------------------------------------------------------------
     @property
@@ -95,7 +98,7 @@ class Camera:
         sx, sy = width / self.width, height / self.height
         return Camera(self.uid, self.image_name, width, height, self.fx * sx, self.fy * sy, self.cx * sx,
                       self.cy * sy, self.world_to_camera.copy(), self.image_path, self.distortion,
-                      self.background, self.loader)
+                      self.background, self.loader, self.znear)
 
     # ----- pixels ---------------------------------------------------------------------------------
     def read_raw(self) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Scene folders → :class:`scene.types.SceneInfo`, whatever the format (COLMAP, LLFF, NeRF-synthetic).
+"""Scene folders → :class:`scene.types.SceneInfo`, whatever the format (COLMAP, LLFF, NeRF-synthetic,
+nerfstudio's transforms.json: scene/nerfstudio.py).
 
 Cameras are built from file headers only; pixels are decoded later, on demand (``Camera.load_image`` and
 ``ImageCache``), so a scene with hundreds of 1080p views loads in well under a second.
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 BLENDER_BOUNDS = np.array([[-1.3, -1.3, -1.3], [1.3, 1.3, 1.3]])  # Inria's random-init cube for NeRF-synthetic
 _SUPPORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
 _EXPECTED = ("sparse/0/{cameras,images}.{bin,txt} (COLMAP), poses_bounds.npy with images/ or images_N/ (LLFF), "
-             "or transforms_train.json (NeRF-synthetic)")
+             "transforms_train.json (NeRF-synthetic) or transforms.json (nerfstudio)")
 
 
 def read_scene(source_path: str, images: str = "images", resolution: int = -1, eval: bool = False,
@@ -57,11 +58,16 @@ def read_scene(source_path: str, images: str = "images", resolution: int = -1, e
         return _read_colmap(src, images, resolution, eval, background, llffhold)
     if kind == "llff":
         return _read_llff(src, images, resolution, eval, background, llffhold)
+    if kind == "nerfstudio":
+        from scene.nerfstudio import read_nerfstudio
+
+        return read_nerfstudio(src, images, resolution, eval, background, llffhold)
     return _read_blender(src, resolution, eval, background)
 
 
 def detect_scene_type(source: Path) -> str:
-    """"colmap" if sparse/0 holds images.{bin,txt}, else "llff" (poses_bounds.npy), else "blender"."""
+    """"colmap" if sparse/0 holds images.{bin,txt}, else "llff" (poses_bounds.npy), else "blender"
+    (transforms_train.json), else "nerfstudio" (transforms.json)."""
     sparse = source / "sparse" / "0"
     if find_model_file(sparse, "images") is not None:
         return "colmap"
@@ -69,6 +75,8 @@ def detect_scene_type(source: Path) -> str:
         return "llff"
     if (source / "transforms_train.json").is_file():
         return "blender"
+    if (source / "transforms.json").is_file():
+        return "nerfstudio"
     hint = ""
     if find_model_file(sparse, "cameras") is not None:
         hint = " (sparse/0 has cameras but no images.bin/images.txt, and there is no poses_bounds.npy)"

@@ -52,8 +52,13 @@ def available_iterations(model_path: str | Path) -> list[int]:
 
 
 def find_iteration(model_path: str | Path, iteration: Optional[int] = None) -> int:
-    """The newest saved iteration, or check that ``iteration`` exists (None or -1: newest, like Inria)."""
+    """The newest saved iteration, or check that ``iteration`` exists (None or -1: newest, like Inria).
+    splatfacto/gsplat models (scene/model_sources.py) give their training step."""
     model_path = Path(model_path)
+    from scene.model_sources import detect_model_source, resolve_model_source
+
+    if detect_model_source(model_path):
+        return resolve_model_source(model_path, iteration).iteration
     its = available_iterations(model_path)
     pc = model_path / "point_cloud"
     if not its:
@@ -89,8 +94,14 @@ def load_model(model_path: str | Path, iteration: Optional[int] = None,
 
     ``model_path`` in the returned params is the folder actually read (it may have moved since training);
     the SH degree is the PLY's. Without cfg_args the PLY still loads, with default params and a warning.
+    splatfacto/gsplat models (a run folder, PLY or checkpoint) are read by scene/model_sources.py; their
+    params carry how to move the data's cameras into the model's frame (segmentation/views.py applies it).
     """
     model_path = Path(model_path)
+    from scene.model_sources import MODEL_FRAME_FILE, detect_model_source, load_foreign_model, with_stored_frame
+
+    if detect_model_source(model_path):
+        return load_foreign_model(model_path, iteration, device)
     it = find_iteration(model_path, iteration)
     cfg_file = model_path / "cfg_args"
     if cfg_file.is_file():
@@ -109,6 +120,8 @@ def load_model(model_path: str | Path, iteration: Optional[int] = None,
                       f"{gaussians.max_sh_degree}; using the PLY's", stacklevel=2)
     params.sh_degree = gaussians.max_sh_degree
     params.model_path = str(model_path)
+    if (model_path / MODEL_FRAME_FILE).is_file():
+        params = with_stored_frame(params, model_path)
     return params, gaussians, it
 
 
@@ -136,6 +149,8 @@ def camera_to_json(index: int, cam: Camera) -> dict:
     if not (math.isclose(cam.cx, cam.width / 2, abs_tol=1e-9) and math.isclose(cam.cy, cam.height / 2,
                                                                                 abs_tol=1e-9)):
         entry["cx"], entry["cy"] = float(cam.cx), float(cam.cy)
+    if cam.znear != 0.2:  # a camera moved into a splatfacto/gsplat model's frame (scene/frames.py)
+        entry["znear"] = float(cam.znear)
     return entry
 
 
@@ -165,6 +180,7 @@ def read_cameras_json(path: str | Path) -> list[Camera]:
             fx, fy = float(e["fx"]), float(e["fy"])
             cx = float(e.get("cx", width / 2))
             cy = float(e.get("cy", height / 2))
+            znear = float(e.get("znear", 0.2))
             uid, name = int(e["id"]), str(e["img_name"])
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(f"{path}: camera entry {i} is malformed ({type(err).__name__}: {err}); "
@@ -175,5 +191,5 @@ def read_cameras_json(path: str | Path) -> list[Camera]:
         w2c[:3, :3] = rot.T
         w2c[:3, 3] = -rot.T @ pos
         cams.append(Camera(uid=uid, image_name=name, width=width, height=height, fx=fx, fy=fy, cx=cx, cy=cy,
-                           world_to_camera=w2c))
+                           world_to_camera=w2c, znear=znear))
     return cams

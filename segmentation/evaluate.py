@@ -296,6 +296,8 @@ def _evaluate(cfg: EvalConfig, model_path: Path, iteration: int, labels_path: Pa
     data = result.to_json()
     data.update({"model_path": str(model_path), "iteration": int(iteration), "labels": str(labels_path),
                  "gt_masks": str(cfg.gt_masks), "split": cfg.split, "render": cfg.render})
+    if views.model_frame is not None:  # splatfacto/gsplat: how the cameras were moved into the model's frame
+        data["model_frame"] = views.model_frame
     save_json(out, _finite(data))
     return result
 

@@ -26,7 +26,7 @@ TOOL = "segment.py"   # the name segment.py's files are recorded under (utils.ou
 class SegmentConfig:
     """Everything ``segment.py`` takes (field comments are the CLI help)."""
 
-    model_path: str                       # model folder (Inria layout)
+    model_path: str                       # model folder (Inria layout), splatfacto run/PLY, gsplat ckpt
     iteration: int = -1                   # point_cloud/iteration_N to load (-1: newest)
     source_path: str = ""                 # scene folder; default: the one in cfg_args
     images: str = ""                      # image folder inside the source; default: cfg_args'
@@ -97,12 +97,13 @@ def run_segmentation(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: 
     """Run the job; every user-fixable problem raises a one-line UserError. Outputs are staged and swapped
     into ``cfg.out`` at the end (utils.outputs): a failed or interrupted run leaves the folder as it was."""
     from scene.model_folder import find_iteration, model_inputs
+    from scene.model_sources import model_output_dir
 
     t_start = time.perf_counter()
     _check_config(cfg)
     model_path = Path(cfg.model_path)
     iteration = find_iteration(model_path, None if cfg.iteration < 0 else cfg.iteration)
-    out = Path(cfg.out) if cfg.out else model_path / "segmentation"
+    out = Path(cfg.out) if cfg.out else model_output_dir(model_path) / "segmentation"
     inputs = model_inputs(model_path, cfg.source_path)
     masks = cfg.masks or (str(inputs[1] / "masks") if len(inputs) > 1 else "")
     with OutputFolder(out, TOOL, [*inputs, masks, cfg.proposals], cfg.force) as folder:
@@ -183,6 +184,7 @@ def _segment(cfg: SegmentConfig, model_path: Path, iteration: int, out: Path, t_
         "num_gaussians": n,
         "cameras": {"from": views.cameras_from, "source_path": views.source_path, "split": cfg.split,
                     "num_views": len(views.cameras), "width": cam0.width, "height": cam0.height},
+        "model_frame": views.model_frame,   # None: Inria folder; else the trainer and the transform applied
         "masks": inputs.summary(),
         "labels": {"ids": [i if isinstance(i, int) else str(i) for i in label_ids], "names": label_names,
                    "values": "labels.npy: -1 undecided, 0 background, l >= 1 = names[l - 1]"},
@@ -258,6 +260,8 @@ def _resolve_inputs(cfg: SegmentConfig, views: Any, model_path: Path) -> Inputs:
         source = open_mask_source(cfg.masks, views.cameras, cfg.mask_format, cfg.labels, views.other_names)
     elif not prompts:
         default = Path(views.source_path) / "masks" if views.source_path else None
+        if (default is None or not default.exists()) and views.mask_dir:
+            default = Path(views.mask_dir)  # per-frame masks named by the scene (nerfstudio's mask_path)
         if default is None or not default.exists():
             raise UserError(f"{model_path}: no --masks given and no masks/ folder in the source; pass --masks with "
                             "the mask folder, SAM folder or COCO json, or name the object with --prompt VIEW:X,Y")

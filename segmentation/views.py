@@ -30,6 +30,8 @@ class Views:
     cameras_from: str            # "source" | "cameras.json"
     has_images: bool             # whether Camera.load_image can show the photos
     other_names: list[str] = field(default_factory=list)  # image names of the scene's views outside this split
+    model_frame: Optional[dict] = None  # splatfacto/gsplat: how the cameras were moved into the model's frame
+    mask_dir: Optional[str] = None      # per-view masks named by the scene (nerfstudio mask_path), if any
 
 
 def _other_names(every: list[Camera], chosen: list[Camera]) -> list[str]:
@@ -70,16 +72,20 @@ def load_views(params: ModelParams, split: str = "train", source_path: str = "",
     explicit = bool(source_path)
     source = source_path or params.source_path
     model_path = Path(params.model_path)
+    from scene.model_sources import align_scene, require_data
+
+    require_data(params, source)
     if source and (explicit or Path(source).is_dir()):
         eval_flag = {"train": params.eval, "test": True, "all": False}[split]
         info = read_scene(source, images or params.images, res, eval_flag, params.white_background)
+        info, frame = align_scene(params, info)  # splatfacto/gsplat: cameras into the model's frame
         cams = {"train": info.train_cameras, "test": info.test_cameras,
                 "all": info.train_cameras + info.test_cameras}[split]
         if not cams:
             raise UserError(f"{source}: no {split} views (the {info.scene_type} scene has "
                             f"{len(info.train_cameras) + len(info.test_cameras)} views); pick another --split")
         return Views(list(cams), split, str(source), "source", True,
-                     _other_names(info.train_cameras + info.test_cameras, cams))
+                     _other_names(info.train_cameras + info.test_cameras, cams), frame, info.extra.get("mask_dir"))
 
     cam_file = model_path / "cameras.json"
     if not cam_file.is_file():

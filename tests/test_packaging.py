@@ -49,3 +49,15 @@ def test_ci_runs_the_readme_test_command():
     cmd = lines[i + 2].strip()
     assert "pytest" in cmd
     assert "ci:test-command" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_ci_installs_torch_like_the_readme_quickstart():
+    """The Quickstart's torch step (CPU index, fallback to the default index) is what CI runs."""
+    readme = (ROOT / "README.md").read_text()
+    quick = readme[readme.index("## Quickstart"):]
+    line = next(ln for ln in quick.splitlines() if "pip install torch" in ln)
+    step = re.search(r"\{ (pip install torch.*?); \}", line).group(1)
+    ci = next(ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+              if "install" in ln and "torch==" in ln and not ln.lstrip().startswith("#"))
+    assert ci.replace("python -m pip install -q", "pip install") == step
+    assert "--index-url https://download.pytorch.org/whl/cpu" in step and step.endswith("|| pip install torch==2.13.0")

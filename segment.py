@@ -70,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-complete", dest="complete", action="store_false",
                    help="with masks for only some views: vote those views only (the paper's rule) instead of "
                         "completing the others from proposals through the 3D model")
+    g.add_argument("--everything", action="store_true",
+                   help="every object of the scene from SAM automatic-mask output (--masks SAM_DIR): instance ids "
+                        "consistent in 3D -> labels.npy, instances.json, extracted_<id>.ply, instances.ply, "
+                        "masks_consistent/ (no prompt needed)")
+    g.add_argument("--min-gaussians", type=int, default=100,
+                   help="--everything: instances with fewer Gaussians become background (default 100)")
+    g.add_argument("--pick", action="append", default=[], metavar="VIEW:X,Y",
+                   help="on an existing --everything result in --out: write the instances under these points as "
+                        "extracted.ply / deleted.ply (repeatable; no voting)")
     g.add_argument("--rounds", type=int, default=4,
                    help="association rounds at most (default 4; stops earlier once the selection is stable)")
     g = p.add_argument_group("decision")
@@ -121,10 +130,18 @@ def _segment(args: argparse.Namespace) -> int:
         resolution=args.resolution, masks=args.masks, mask_format=args.mask_format, labels=args.labels,
         views=args.views, split=args.split, prompt=args.prompt, negative=args.negative, prompt_box=args.prompt_box,
         proposals=args.proposals, granularity=args.granularity, complete=args.complete, rounds=args.rounds,
-        allow_empty=args.allow_empty, margin=args.margin, undecided=args.undecided, knn=args.knn,
+        allow_empty=args.allow_empty, everything=args.everything, min_gaussians=args.min_gaussians,
+        pick=args.pick, margin=args.margin, undecided=args.undecided, knn=args.knn,
         out=args.out, previews=args.previews, gif_frames=args.gif_frames, preview_size=args.preview_size,
         backend=args.backend, num_threads=args.num_threads, device=args.device, progress=args.progress,
         force=args.force)
+    if cfg.pick:
+        from segmentation.pipeline import run_pick
+
+        info = run_pick(cfg, log=print)
+        print(f"extracted {info['extracted']:,} Gaussians of instance(s) {', '.join(map(str, info['instances']))}; "
+              f"deleted.ply keeps {info['deleted']:,}")
+        return 0
     result = run_segmentation(cfg, log=print)
     print(format_summary(result.summary))
     print(f"outputs in {result.out}: {', '.join(_grouped(result.outputs))}")

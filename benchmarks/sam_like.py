@@ -5,7 +5,8 @@ like what users bring from SAM's ``scripts/amg.py``: per image a folder ``<stem>
 ``metadata.csv`` (amg's columns), where ``k`` is assigned per image, masks overlap and come at several
 granularities. Per view this generator writes, each with independently jittered edges:
 
-- the object whole (left out in ``--p-missing`` of the views: only its parts then),
+- every object whole (left out in ``--p-missing`` of the views: only its parts then); the GT masks are binary
+  (one object) or id PNGs (0 = none, one id per object),
 - the object in parts: connected pieces of a colour clustering inside the object, and a spatial split,
 - background regions: connected pieces of a colour + position clustering of the rest of the image,
   and in ``--p-merge`` of the views one of them merged with the object (an under-segmentation),
@@ -101,7 +102,7 @@ def view_proposals(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator,
     """SAM-like proposals of one view.
 
     image: np.ndarray  # [H, W, 3] uint8 RGB
-    gt:    np.ndarray  # [H, W] bool, the object
+    gt:    np.ndarray  # [H, W] bool (one object) or int (object ids, 0 = none): the objects
     """
     h, w = gt.shape
     scale = max(h, w) / 256.0
@@ -112,29 +113,33 @@ def view_proposals(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator,
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     seed = int(rng.integers(1 << 30))
     props: list[Proposal] = []
+    objects = [gt > 0] if gt.dtype == bool else [gt == i for i in np.unique(gt) if i > 0]
 
-    if gt.sum() >= min_area:
+    for obj in objects:
+        if obj.sum() < min_area:
+            continue
         if rng.random() >= cfg.p_missing:
-            props.append(Proposal(gt, "whole"))
+            props.append(Proposal(obj, "whole"))
         # parts: colour clusters inside the object (SAM splits along colour edges: bands, lid, handle)
-        sel = gt.ravel()
+        sel = obj.ravel()
         pos = 0.5 * 255.0 / max(h, w)  # a little position: parts stay compact
         feats = np.concatenate([lab.reshape(-1, 3), xx.reshape(-1, 1) * pos, yy.reshape(-1, 1) * pos], 1)[sel]
         labels = np.full(h * w, -1, np.int64)
         labels[sel] = _kmeans_labels(feats, cfg.object_parts, seed)
-        props += [Proposal(_clean(p, scale), "part") for p in _pieces(labels.reshape(h, w), gt, min_area)
-                  if p.sum() < 0.9 * gt.sum()]
+        props += [Proposal(_clean(p, scale), "part") for p in _pieces(labels.reshape(h, w), obj, min_area)
+                  if p.sum() < 0.9 * obj.sum()]
         # and a spatial split along the object's main axis (halves)
-        ys, xs = np.nonzero(gt)
+        ys, xs = np.nonzero(obj)
         pts = np.stack([xs, ys], 1).astype(np.float64)
         centre = pts.mean(0)
         axis = np.linalg.svd(pts - centre, full_matrices=False)[2][0]
         side = ((np.stack([xx, yy], -1) - centre) @ axis) > 0
-        for half in (gt & side, gt & ~side):
+        for half in (obj & side, obj & ~side):
             if half.sum() >= min_area:
                 props.append(Proposal(half, "part"))
 
-    rest = ~cv2.dilate(gt.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    any_obj = np.any(objects, axis=0) if objects else np.zeros((h, w), bool)
+    rest = ~cv2.dilate(any_obj.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     if rest.sum() >= min_area:
         sel = rest.ravel()
         pos = 255.0 / max(h, w)  # position weight: regions stay compact
@@ -143,13 +148,14 @@ def view_proposals(image: np.ndarray, gt: np.ndarray, rng: np.random.Generator,
         labels[sel] = _kmeans_labels(feats, cfg.background_clusters, seed + 1)
         bg = [Proposal(_clean(p, scale), "background") for p in _pieces(labels.reshape(h, w), rest, min_area)]
         props += bg
-        if bg and gt.any() and rng.random() < cfg.p_merge:
-            # merge the object with a background region that touches it
-            ring = cv2.dilate(gt.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~gt
-            touching = [b for b in bg if (b.mask & ring).any()]
-            if touching:
-                pick = touching[int(rng.integers(len(touching)))]
-                props.append(Proposal(gt | pick.mask, "merged"))
+        for obj in objects:
+            if bg and obj.any() and rng.random() < cfg.p_merge:
+                # merge the object with a background region that touches it
+                ring = cv2.dilate(obj.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & ~obj
+                touching = [b for b in bg if (b.mask & ring).any()]
+                if touching:
+                    pick = touching[int(rng.integers(len(touching)))]
+                    props.append(Proposal(obj | pick.mask, "merged"))
 
     for _ in range(int(rng.integers(cfg.spurious + 1))):
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
@@ -201,9 +207,12 @@ def make_folder(images: Path, masks: Path, out: Path, seed: int = 0, cfg: SamLik
         if img_path is None:
             continue
         image = np.asarray(Image.open(img_path).convert("RGB"))
-        gt = np.asarray(Image.open(masks / f"{stem}.png").convert("L")) > 127
+        raw = np.asarray(Image.open(masks / f"{stem}.png"))
+        raw = raw[..., 0] if raw.ndim == 3 else raw
+        vals = np.unique(raw)
+        gt = raw > 127 if set(vals.tolist()) <= {0, 255} else raw.astype(np.int64)  # binary or object ids
         if gt.shape != image.shape[:2]:
-            gt = cv2.resize(gt.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+            gt = cv2.resize(gt.astype(np.uint8), image.shape[1::-1], interpolation=cv2.INTER_NEAREST).astype(gt.dtype)
         rng = np.random.default_rng([seed, i])
         props = view_proposals(image, gt, rng, cfg)
         write_view(out / stem, props, rng)
@@ -214,7 +223,7 @@ def make_folder(images: Path, masks: Path, out: Path, seed: int = 0, cfg: SamLik
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", required=True, help="folder of the scene's images")
-    ap.add_argument("--masks", required=True, help="folder of GT object masks (<stem>.png, 0/255)")
+    ap.add_argument("--masks", required=True, help="folder of GT object masks (<stem>.png: 0/255, or object ids)")
     ap.add_argument("--out", required=True, help="SAM-like folder to write (<stem>/<k>.png + metadata.csv)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--p-missing", type=float, default=SamLikeConfig.p_missing)

@@ -78,19 +78,45 @@ def extracted_file_names(label_names: Sequence[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------
 # Scenes and arrays
 # ---------------------------------------------------------------------------------------------------------
-def write_scenes(out: Path, gaussians: Any, selection: Any, label_names: Sequence[str]) -> dict[str, int]:
-    """extracted PLY(s) and deleted.ply via GaussianModel.subset + save_ply. Returns {file name: count}."""
+def write_scenes(out: Path, gaussians: Any, selection: Any, label_names: Sequence[str],
+                 deleted_name: str = "deleted.ply", file_names: Optional[Sequence[str]] = None) -> dict[str, int]:
+    """extracted PLY(s) and the rest (deleted.ply) via GaussianModel.subset + save_ply; a label with no
+    Gaussian gets no file (viewers refuse empty PLYs). Returns {file name: count}."""
     import torch
 
     written: dict[str, int] = {}
-    for l, fname in enumerate(extracted_file_names(label_names), start=1):
+    for l, fname in enumerate(file_names or extracted_file_names(label_names), start=1):
         keep = torch.from_numpy(selection.extracted_mask(l))
+        if not bool(keep.any()):
+            continue
         gaussians.subset(keep).save_ply(out / fname)
         written[fname] = int(keep.sum())
     keep = torch.from_numpy(selection.deleted_mask())
-    gaussians.subset(keep).save_ply(out / "deleted.ply")
-    written["deleted.ply"] = int(keep.sum())
+    if bool(keep.any()):
+        gaussians.subset(keep).save_ply(out / deleted_name)
+        written[deleted_name] = int(keep.sum())
     return written
+
+
+def save_ply_coloured(path: Path, gaussians: Any, labels: np.ndarray, grey: float = 0.75) -> None:
+    """The whole scene with every labelled Gaussian in its label's palette colour (view-independent: higher
+    SH zeroed) and the rest light grey: an Inria PLY any viewer shows (instances.ply).
+
+    labels: np.ndarray  # [N] int, <= 0 = not labelled
+    """
+    import torch
+
+    from utils.sh import rgb_to_sh
+
+    lab = np.asarray(labels)
+    rgb = np.full((len(lab), 3), grey, dtype=np.float64)
+    pos = lab > 0
+    rgb[pos] = PALETTE[(lab[pos] - 1) % len(PALETTE)] / 255.0
+    coloured = gaussians.subset(torch.ones(len(lab), dtype=torch.bool))
+    with torch.no_grad():
+        coloured._features_dc.data[:] = rgb_to_sh(torch.from_numpy(rgb)).float()[:, None, :]
+        coloured._features_rest.data.zero_()
+    coloured.save_ply(path)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The whole segmentation job behind ``segment.py``: model + cameras + masks -> votes -> selection -> files."""
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ class SegmentConfig:
     complete: bool = True                 # complete views without masks from proposals (label masks)
     rounds: int = DEFAULT_ROUNDS          # association rounds at most
     allow_empty: bool = False             # accept masks that are all background (writes no extracted PLY)
+    everything: bool = False              # every object of the scene from SAM proposals (instances)
+    min_gaussians: int = 100              # --everything: smaller instances become background
+    pick: list[str] = field(default_factory=list)  # VIEW:X,Y: instances of an --everything result to extract
     margin: Optional[float] = None        # select only if (in - out) / (in + out) > margin; None: auto
     undecided: str = "auto"               # auto | keep | drop | propagate
     knn: int = 8                          # neighbours used by --undecided propagate
@@ -136,6 +140,9 @@ def _segment(cfg: SegmentConfig, model_path: Path, iteration: int, out: Path, t_
 
     inputs = _resolve_inputs(cfg, views, model_path)
     t = lap("open_masks", t)
+    if inputs.mode == "everything":
+        return _segment_everything(cfg, model_path, iteration, params, gaussians, views, inputs, out, laps, t,
+                                   t_start, log)
     if inputs.mode == "masks":
         votes, voted, mask_items, used = _vote_given_masks(cfg, gaussians, inputs, view_spec, log)
         t = lap("vote", t)
@@ -276,6 +283,12 @@ def _resolve_inputs(cfg: SegmentConfig, views: Any, model_path: Path) -> Inputs:
         if proposals is not None:
             raise UserError(f"{cfg.masks}: SAM proposals given twice (--masks and --proposals); pass one")
         proposals, source = source, None
+    if cfg.everything:
+        if prompts or source is not None or proposals is None:
+            raise UserError(f"{cfg.masks or model_path}: --everything finds every object in SAM automatic-mask "
+                            "output: pass --masks SAM_DIR (<image>/<k>.png folders), without prompts or label masks")
+        return Inputs("everything", proposals.path, None, proposals, [], [], [], proposals.fmt,
+                      other_views=list(views.other_names))
     if prompts:
         if source is not None:
             raise UserError(f"{source.path}: --prompt names the object, and so do these label masks; pass "
@@ -439,13 +452,14 @@ def _association_summary(result: AssociationResult, inputs: Inputs) -> dict:
     }
 
 
-def _write_associated_masks(out: Path, items: LabelMapSet, label_ids: list) -> list[str]:
-    """masks_associated/<view>.png for every voted view: 0/255 for one label, else the label ids (or
-    indices) as an 8/16-bit PNG, readable back with --masks."""
+def _write_associated_masks(out: Path, items: LabelMapSet, label_ids: list, folder: str = "masks_associated"
+                            ) -> list[str]:
+    """<folder>/<view>.png for every voted view: 0/255 for one label, else the label ids (or indices) as an
+    8/16-bit PNG, readable back with --masks (--mask-format ids)."""
     written = []
     ints = all(isinstance(i, int) and 0 < i < 65536 for i in label_ids)
     for cam, lm in items.items():
-        name = f"masks_associated/{export.safe_name(cam.image_name)}.png"
+        name = f"{folder}/{export.safe_name(cam.image_name)}.png"
         if len(label_ids) == 1:
             img = (lm > 0).astype(np.uint8) * 255
         else:
@@ -531,6 +545,14 @@ def _preview_files(cfg: SegmentConfig, out: Path, ctx, png_views, gif_views, bar
 def format_summary(summary: dict, indent: str = "") -> str:
     """The lines segment.py prints after a run (shared by the CLI and the demo)."""
     g = summary["gaussians"]
+    if summary.get("mode") == "everything":
+        e = summary["everything"]
+        per = ", ".join(f"{k}: {v:,}" for k, v in list(g["per_label"].items())[:8])
+        return "\n".join(indent + s for s in [
+            f"{e['instances']} instances ({per}{', ...' if e['instances'] > 8 else ''}); background "
+            f"{g['background']:,}, undecided {g['undecided']:,} of {summary['num_gaussians']:,} Gaussians",
+            f"instances from {e['proposals']:,} SAM masks in {e['seconds']['total']:.2f} s after the atom votes "
+            f"({e['seconds_atoms']:.1f} s); total {summary['timings_s']['total']:.1f} s"])
     n = summary["num_gaussians"]
     t = summary["timings_s"]
     lines = []
@@ -549,3 +571,144 @@ def format_summary(summary: dict, indent: str = "") -> str:
                  f"(load {t.get('load_model', 0):.2f}, write {t.get('write', 0):.2f}, "
                  f"previews {t.get('previews', 0):.2f})")
     return "\n".join(indent + s for s in lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --everything and --pick
+# ---------------------------------------------------------------------------------------------------------
+def _segment_everything(cfg: SegmentConfig, model_path: Path, iteration: int, params: Any, gaussians: Any,
+                        views: Any, inputs: Inputs, out: Path, laps: Laps, t: float, t_start: float,
+                        log: Callable[[str], None]) -> SegmentResult:
+    """Every object from SAM proposals (segmentation/everything.py) and its files."""
+    from segmentation.association import build_atom_views
+    from segmentation.everything import find_instances
+
+    lap, timings = laps.lap, laps.timings
+    props = inputs.proposals
+    ids: dict[str, list[int]] = {}
+
+    def items():  # keeps each view's SAM ids for instances.json
+        for cam, vp in props.items():
+            ids[cam.image_name] = list(vp.ids)
+            yield cam, vp
+
+    atom_views, t_atoms = build_atom_views(gaussians, items(), set(), cfg.backend, cfg.num_threads, cfg.progress,
+                                           total=len(props))
+    log(f"proposals {props.path} ({props.fmt}): {len(atom_views)} views, "
+        f"{sum(a.member.shape[1] for a in atom_views):,} masks, "
+        f"{sum(len(a.area) for a in atom_views) / max(1, len(atom_views)):.0f} atoms per view ({t_atoms:.1f} s)")
+    t = lap("vote", t)
+    res = find_instances(gaussians, atom_views, {c.image_name: c for c in views.cameras}, ids, cfg.min_gaussians,
+                         cfg.granularity, log=lambda m: log("instances " + m))
+    t = lap("instances", t)
+    if not res.instances:
+        raise UserError(f"{props.path}: no object was proposed consistently in 3 or more views; check that the SAM "
+                        "folder belongs to these views (names, sizes)")
+    n = len(gaussians)
+    names = [str(i.id) for i in res.instances]
+    n_und = int((res.labels < 0).sum())
+    selection = Selection(res.labels, "keep", n_und, 0)
+    written = export.write_scenes(out, gaussians, selection, names, deleted_name="background.ply",
+                                  file_names=[f"extracted_{i}.ply" for i in names])
+    export.save_ply_coloured(out / "instances.ply", gaussians, res.labels)
+    export.save_npy(out / "labels.npy", res.labels)
+    export.save_npy(out / "votes.npy", res.votes)
+    export.save_json(out / "instances.json", {"instances": [i.to_json() for i in res.instances],
+                                              "values": "labels.npy: -1 undecided, 0 background, i >= 1 instance i"})
+    outputs = [*written, "instances.ply", "labels.npy", "votes.npy", "instances.json"]
+    t = lap("write", t)
+    consistent = _consistent_masks(cfg, gaussians, res.labels, len(names), views.cameras)
+    outputs += _write_associated_masks(out, consistent, list(range(1, len(names) + 1)), "masks_consistent")
+    t = lap("masks_consistent", t)
+    outputs += _write_previews(cfg, out, gaussians, selection, views, consistent, consistent, params.white_background)
+    t = lap("previews", t)
+    counts = np.bincount(res.labels[res.labels > 0], minlength=len(names) + 1)
+    summary = {
+        "version": SUMMARY_VERSION, "mode": "everything", "model_path": str(model_path), "iteration": int(iteration),
+        "num_gaussians": n,
+        "cameras": {"from": views.cameras_from, "source_path": views.source_path, "split": cfg.split,
+                    "num_views": len(views.cameras)},
+        "model_frame": views.model_frame,
+        "masks": inputs.summary(),
+        "labels": {"ids": list(range(1, len(names) + 1)), "names": names,
+                   "values": "labels.npy: -1 undecided, 0 background, i >= 1 instance i (instances.json)"},
+        "everything": {"proposals": res.proposals, "matches": res.matches, "instances": len(res.instances),
+                       "dropped_unstable_groups": res.dropped_unstable, "merged_parts": res.merged_parts,
+                       "dropped_small": res.dropped_small, "granularity": cfg.granularity,
+                       "min_gaussians": cfg.min_gaussians, "seconds": res.seconds,
+                       "seconds_atoms": round(t_atoms, 4)},
+        "gaussians": {"undecided": n_und, "background": int((res.labels == 0).sum()),
+                      "per_label": {nm: int(c) for nm, c in zip(names, counts[1:])},
+                      "extracted": int((res.labels > 0).sum())},
+        "files": written,
+        "timings_s": {},
+        "outputs": outputs + ["summary.json"],
+    }
+    timings["total"] = round(time.perf_counter() - t_start, 4)
+    summary["timings_s"] = timings
+    export.save_json(out / "summary.json", summary)
+    return SegmentResult(out, summary, selection, res.votes, names, summary["outputs"])
+
+
+def _consistent_masks(cfg: SegmentConfig, gaussians: Any, labels: np.ndarray, num: int, cameras: list
+                      ) -> LabelMapSet:
+    """Per view, the instance ids rendered in the scene (occlusion-aware, like SAM sees them)."""
+    from tqdm import tqdm
+
+    from segmentation.evaluate import render_label_map
+
+    pairs = []
+    for cam in tqdm(cameras, desc="masks_consistent", unit="view", disable=None if cfg.progress else True,
+                    leave=False):
+        pairs.append((cam, render_label_map(cam, gaussians, labels, num, cfg.backend, cfg.num_threads)))
+    return LabelMapSet(pairs)
+
+
+def run_pick(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: None) -> dict:
+    """``--pick VIEW:X,Y``: the instances under the points, from an existing --everything result in ``cfg.out``
+    (its labels.npy), written as extracted.ply / deleted.ply (+ pick.json) beside it; no voting."""
+    from scene.model_folder import find_iteration, load_model, model_inputs
+    from scene.model_sources import model_output_dir
+    from segmentation.evaluate import render_label_map
+    from segmentation.prompts import file_size, find_view, parse_prompts, prompt_in_view
+
+    model_path = Path(cfg.model_path)
+    out = Path(cfg.out) if cfg.out else model_output_dir(model_path) / "segmentation"
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        labels = np.load(out / "labels.npy", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{out}: no readable --everything result here ({type(e).__name__}); run segment.py -m MODEL "
+                        "--masks SAM_DIR --everything --out DIR first, then --pick with the same --out") from None
+    if summary.get("mode") != "everything":
+        raise UserError(f"{out}/summary.json: not an --everything result; --pick picks instances of one")
+    prompts = parse_prompts(cfg.pick)
+    iteration = find_iteration(model_path, summary.get("iteration"))
+    params, gaussians, _ = load_model(model_path, iteration, device=cfg.device)
+    if labels.shape != (len(gaussians),):
+        raise UserError(f"{out}/labels.npy: {labels.shape[0]} labels for {len(gaussians)} Gaussians; re-run "
+                        "--everything for this model")
+    views = load_views(params, cfg.split, cfg.source_path, cfg.images, cfg.resolution)
+    num = int(labels.max(initial=0))
+    picked: list[int] = []
+    for prompt in prompts:
+        cam = find_view(prompt, views.cameras, views.other_names)
+        pts, _, _ = prompt_in_view(prompt, cam, file_size(cam))
+        lm = render_label_map(cam, gaussians, labels, num, cfg.backend, cfg.num_threads)
+        for x, y in pts:
+            i = int(lm[min(cam.height - 1, int(y)), min(cam.width - 1, int(x))])
+            if i <= 0:
+                raise UserError(f"--pick {prompt.view}:...: no instance at ({x:.0f}, {y:.0f}) in view "
+                                f"{cam.image_name} (background there); pick a point on an object")
+            if i not in picked:
+                picked.append(i)
+    log(f"picked instances {', '.join(map(str, picked))}")
+    keep = np.isin(labels, picked)
+    inputs = model_inputs(model_path, cfg.source_path)
+    with OutputFolder(out, TOOL, inputs, cfg.force, keep_previous=True) as folder:
+        gaussians.subset(keep).save_ply(folder.path("extracted.ply"))
+        gaussians.subset(~keep).save_ply(folder.path("deleted.ply"))
+        info = {"picks": cfg.pick, "instances": picked, "extracted": int(keep.sum()), "deleted": int((~keep).sum())}
+        export.save_json(folder.path("pick.json"), info)
+        folder.commit()
+    return info

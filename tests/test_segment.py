@@ -246,13 +246,13 @@ def test_outputs_are_atomic(single, single_run, tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert not [p for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
 
-    import plyfile
+    import utils.ply
 
-    def broken_write(self, stream):  # noqa: ANN001 - plyfile API
-        Path(stream).write_bytes(b"ply\nformat binary_little_endian 1.0\n")  # half a file, then the disk fills
+    def broken_write(path, header, body):  # noqa: ANN001
+        Path(path).write_bytes(header)  # half a file, then the disk fills
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(plyfile.PlyData, "write", broken_write)
+    monkeypatch.setattr(utils.ply, "_write_file", broken_write)
     with pytest.raises(OSError):
         _run(single.model_path, single.masks_path, out, margin=0.5)
     after = {p.name: p.read_bytes() for p in out.iterdir()}

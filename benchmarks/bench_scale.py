@@ -174,6 +174,7 @@ def build_masks(masks: Path, res: int, cache: Path) -> Path:
         return masks
     out = cache / f"masks_{masks.parent.name}_{res}"
     if not out.is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".masks.", dir=cache))
         for p in files:
             m = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)

@@ -153,7 +153,8 @@ def preview_camera(camera: Any, max_side: int) -> Any:
 
 
 def render_rgb(camera: Any, gaussians: Any, background: Sequence[float], backend: str = "auto",
-               num_threads: int = 0) -> np.ndarray:  # [H, W, 3] uint8
+               num_threads: int = 0, colors: Any = None) -> np.ndarray:  # [H, W, 3] uint8
+    """colors: Tensor  # [N, 3] precomputed view colours (default: the model's SH for this camera)"""
     import torch
 
     from gaussian_renderer import render
@@ -163,7 +164,8 @@ def render_rgb(camera: Any, gaussians: Any, background: Sequence[float], backend
         img = np.broadcast_to(np.asarray(background, dtype=np.float32), (camera.height, camera.width, 3))
     else:
         with torch.no_grad():
-            img = render(camera, gaussians, bg, backend=backend, num_threads=num_threads)["render"]
+            img = render(camera, gaussians, bg, override_color=colors, backend=backend,
+                         num_threads=num_threads)["render"]
         img = img.permute(1, 2, 0).cpu().numpy()
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
@@ -204,29 +206,34 @@ class FrozenGaussians:
 
     ``gaussian_renderer.render`` reads ``get_scaling`` (exp), ``get_rotation`` (normalise) and ``get_opacity``
     (sigmoid) on every call; a preview renders the same model ~30 times. ``rows`` keeps only those Gaussians
-    (the extracted / deleted scenes) without building a GaussianModel subset.
+    (the extracted / deleted scenes) without building a GaussianModel subset; such a subset holds no SH
+    coefficients (44 B per Gaussian instead of 236) and is rendered with the full scene's view colours
+    indexed by ``rows`` (:func:`render_panels`), the same values its own SH would give.
     """
 
     def __init__(self, gaussians: Any, rows: Optional[np.ndarray] = None):  # rows: [N] bool or [M] int64
         import torch
 
         with torch.no_grad():
-            idx = None if rows is None else torch.as_tensor(rows, device=gaussians.get_xyz.device)
+            self.rows = None if rows is None else \
+                torch.as_tensor(np.flatnonzero(rows) if np.asarray(rows).dtype == bool else rows,
+                                device=gaussians.get_xyz.device)
 
             def take(t: Any) -> Any:
                 t = t.detach()
-                return t if idx is None else t[idx]
+                return t if self.rows is None else t[self.rows]
 
             self.get_xyz = take(gaussians.get_xyz)                      # [M, 3]
             self.get_rotation = take(gaussians.get_rotation)            # [M, 4] unit
             self.get_scaling = take(gaussians.get_scaling)              # [M, 3]
             self.get_opacity = take(gaussians.get_opacity)              # [M, 1]
-            self.get_features_dc = take(gaussians.get_features_dc)      # [M, 1, 3]
-            self.get_features_rest = take(gaussians.get_features_rest)  # [M, K, 3]
+            if self.rows is None:                                       # views of the model's own tensors
+                self.get_features_dc = gaussians.get_features_dc.detach()      # [N, 1, 3]
+                self.get_features_rest = gaussians.get_features_rest.detach()  # [N, K, 3]
         self.active_sh_degree = gaussians.active_sh_degree
 
     @property
-    def get_features(self) -> Any:  # [M, (D+1)^2, 3], for renderers without the native SH path
+    def get_features(self) -> Any:  # [N, (D+1)^2, 3], for renderers without the native SH path
         import torch
 
         return torch.cat((self.get_features_dc, self.get_features_rest), dim=1)
@@ -237,15 +244,24 @@ class FrozenGaussians:
 
 @dataclass
 class PreviewContext:
-    """What every preview panel needs (models: GaussianModel or FrozenGaussians)."""
+    """What every preview panel needs: the full scene (FrozenGaussians without rows) and the two scenes
+    written (FrozenGaussians with rows into it)."""
 
     gaussians: Any              # the full scene
-    extracted: Any              # subset with label >= 1
-    deleted: Any                # subset written to deleted.ply
+    extracted: Any              # rows with label >= 1
+    deleted: Any                # rows written to deleted.ply
     background: tuple[float, float, float]
     has_images: bool
     backend: str = "auto"
     num_threads: int = 0
+
+    @classmethod
+    def of(cls, gaussians: Any, extracted_rows: np.ndarray, deleted_rows: np.ndarray,
+           background: tuple[float, float, float], has_images: bool, backend: str = "auto",
+           num_threads: int = 0) -> "PreviewContext":
+        """extracted_rows, deleted_rows: [N] bool"""
+        return cls(FrozenGaussians(gaussians), FrozenGaussians(gaussians, extracted_rows),
+                   FrozenGaussians(gaussians, deleted_rows), background, has_images, backend, num_threads)
 
 
 @dataclass
@@ -259,8 +275,23 @@ class PreviewPanels:
 
 
 def render_panels(ctx: PreviewContext, camera: Any, max_side: int) -> PreviewPanels:
-    """Photo (or full render), extracted render and deleted render of ``camera`` at preview size."""
+    """Photo (or full render), extracted render and deleted render of ``camera`` at preview size; the view's
+    SH colours are evaluated once, for the full scene, and indexed for the two subsets."""
+    import torch
+
+    from gaussian_renderer import resolve_backend, sh_colors
+
     cam = preview_camera(camera, max_side)
+    full = ctx.gaussians
+    with torch.no_grad():
+        colors = sh_colors(cam, full, native=resolve_backend(ctx.backend, full.get_xyz.device) == "cpu",
+                           num_threads=ctx.num_threads)  # [N, 3]
+
+    def draw(model: Any) -> np.ndarray:
+        rows = getattr(model, "rows", None)
+        c = colors if rows is None else colors[rows]
+        return render_rgb(cam, model, ctx.background, ctx.backend, ctx.num_threads, colors=c)
+
     original = None
     title = "original"
     if ctx.has_images:
@@ -269,11 +300,9 @@ def render_panels(ctx: PreviewContext, camera: Any, max_side: int) -> PreviewPan
         except (UserError, OSError, ValueError):
             original = None
     if original is None:
-        original = render_rgb(cam, ctx.gaussians, ctx.background, ctx.backend, ctx.num_threads)
+        original = draw(full)
         title = "render"
-    return PreviewPanels(original, title,
-                         render_rgb(cam, ctx.extracted, ctx.background, ctx.backend, ctx.num_threads),
-                         render_rgb(cam, ctx.deleted, ctx.background, ctx.backend, ctx.num_threads))
+    return PreviewPanels(original, title, draw(ctx.extracted), draw(ctx.deleted))
 
 
 def shrink_panels(panels: PreviewPanels, camera: Any, max_side: int) -> PreviewPanels:

@@ -212,17 +212,18 @@ def _write_previews(cfg: SegmentConfig, out: Path, gaussians, selection: Selecti
     from tqdm import tqdm
 
     png_idx = export.evenly_spaced(len(used), cfg.previews)
-    gif_idx = export.evenly_spaced(len(mask_set), cfg.gif_frames)
-    png_views, gif_views = used.subset(png_idx), mask_set.subset(gif_idx)
+    png_views = used.subset(png_idx)
+    position = {c.image_name: i for i, c in enumerate(mask_set.cameras)}
+    gif_idx = _snap(export.evenly_spaced(len(mask_set), cfg.gif_frames),
+                    [position[c.image_name] for c in png_views.cameras if c.image_name in position])
+    gif_views = mask_set.subset(gif_idx)
     names = {c.image_name for c in png_views.cameras} | {c.image_name for c in gif_views.cameras}
     renders = 2 if views.has_images else 3
     log(f"previews {len(png_idx)} PNG strips, {len(gif_idx)} GIF frames: {len(names)} views x {renders} renders of "
         f"{len(gaussians):,} Gaussians (--previews 0 --gif-frames 0 skips this)")
     bg = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
-    ctx = export.PreviewContext(export.FrozenGaussians(gaussians),
-                                export.FrozenGaussians(gaussians, selection.extracted_mask()),
-                                export.FrozenGaussians(gaussians, selection.deleted_mask()), bg,
-                                views.has_images, cfg.backend, cfg.num_threads)
+    ctx = export.PreviewContext.of(gaussians, selection.extracted_mask(), selection.deleted_mask(), bg,
+                                   views.has_images, cfg.backend, cfg.num_threads)
     bar = tqdm(total=len(names), desc=f"previews ({renders} renders/view)", unit="view",
                disable=None if cfg.progress else True, leave=False)
     with warnings.catch_warnings():  # mask warnings were given while voting; a few views would repeat them
@@ -230,6 +231,24 @@ def _write_previews(cfg: SegmentConfig, out: Path, gaussians, selection: Selecti
         written = _preview_files(cfg, out, ctx, png_views, gif_views, bar)
     bar.close()
     return written
+
+
+def _snap(frames: list[int], wanted: list[int]) -> list[int]:
+    """Evenly spaced GIF frame indices with each ``wanted`` index (the PNG views) replacing the nearest
+    frame not already wanted: the same number of frames, and the PNG views are rendered for both."""
+    out = list(frames)
+    keep: set[int] = set()
+    for w in wanted:
+        if w in out:
+            keep.add(w)
+            continue
+        free = [i for i, f in enumerate(out) if f not in keep]
+        if not free:
+            break
+        j = min(free, key=lambda i: abs(out[i] - w))
+        out[j] = w
+        keep.add(w)
+    return sorted(set(out))
 
 
 def _preview_files(cfg: SegmentConfig, out: Path, ctx, png_views, gif_views, bar) -> list[str]:

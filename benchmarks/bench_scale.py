@@ -3,6 +3,8 @@
     python benchmarks/bench_scale.py                                   # 0.25, 1, 3, 6 M x 256², 1024²
     python benchmarks/bench_scale.py --sizes 1,6 --res 1024 --json scale.json
     python benchmarks/bench_scale.py --sizes 0.25 --res 256 --no-base  # quick: this tree only
+    python benchmarks/bench_scale.py --sizes 3,6 --load-reps 3 --no-segment  # PLY load alone, old vs new
+    python benchmarks/bench_scale.py --report a.json b.json            # the tables of earlier runs together
 
 Not a test. For every size N (millions of Gaussians) the trained model (default /work/models/maryRose) is split
 into s = round(N / n) children per Gaussian (benchmarks/upsample.py) and written once to the cache folder; for
@@ -81,6 +83,63 @@ with torch.no_grad():
         out["split_error"] = f"{type(e).__name__}: {e}"
 print("PROBE " + json.dumps(out))
 """
+
+
+# PLY reading alone, in a child inside the benchmarked tree: read_gaussian_ply, then read + GaussianModel (what
+# segment.py's load does), each in a fresh process so neither profits from memory the other freed.
+_LOAD_PROBE = r"""
+import json, resource, sys, time
+sys.path.insert(0, ".")
+what, path = sys.argv[1], sys.argv[2]
+from scene.gaussian_model import GaussianModel  # imports (torch) before the clock starts
+from utils.ply import read_gaussian_ply
+def cpu():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+t0, c0 = time.perf_counter(), cpu()
+if what == "read":
+    n = len(read_gaussian_ply(path))
+else:
+    m = GaussianModel(3)
+    m.load_ply(path)
+    n = len(m)
+print("LOAD " + json.dumps({"what": what, "s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "n": n,
+                            "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+"""
+
+
+def time_loads(trees: list[tuple[str, Path]], ply: Path, reps: int) -> list[dict[str, Any]]:
+    """read_gaussian_ply and read + GaussianModel of ``ply`` per tree, alternating trees, ``reps`` times."""
+    rows = []
+    for rep in range(reps):
+        for code, tree in (trees if rep % 2 == 0 else trees[::-1]):
+            for what in ("read", "model"):
+                r = subprocess.run([sys.executable, "-c", _LOAD_PROBE, what, str(ply)], cwd=tree, capture_output=True,
+                                   text=True, env=dict(os.environ, PYTHONPATH=str(tree)))
+                line = [x for x in r.stdout.splitlines() if x.startswith("LOAD ")]
+                if not line:
+                    raise UserError(f"{ply}: loading failed in {tree} ({(r.stderr.strip().splitlines() or ['?'])[-1]})")
+                rows.append(dict(json.loads(line[0][5:]), code=code, rep=rep))
+                print(f"  {code} {what}: {rows[-1]['s']:.2f} s (CPU {rows[-1]['cpu_s']:.2f} s), peak RSS "
+                      f"{rows[-1]['rss_gb']:.2f} GB", flush=True)
+    return rows
+
+
+def print_loads(rows: list[dict[str, Any]]) -> None:
+    print("\nPLY load (median over reps, wall and user+sys CPU seconds; a fresh process each)")
+    print("N | what | old s | new s | old / new | old CPU s | new CPU s | old / new CPU | old RSS GB | new RSS GB")
+    print("---|---|---|---|---|---|---|---|---|---")
+    for n in sorted({r["n"] for r in rows}):
+        for what in ("read", "model"):
+            got = {c: [r for r in rows if r["n"] == n and r["what"] == what and r["code"] == c] for c in ("old", "new")}
+            med = {c: float(np.median([r["s"] for r in v])) if v else None for c, v in got.items()}
+            cpu = {c: float(np.median([r.get("cpu_s", np.nan) for r in v])) if v else None for c, v in got.items()}
+            rss = {c: max(r["rss_gb"] for r in v) if v else None for c, v in got.items()}
+            ratio = med["old"] / med["new"] if med["old"] and med["new"] else None
+            cpu_ratio = cpu["old"] / cpu["new"] if cpu["old"] and cpu["new"] else None
+            print(f"{n / 1e6:.2f} M | {what} | {_fmt(med['old'], '.2f')} | {_fmt(med['new'], '.2f')} | "
+                  f"{_fmt(ratio, '.2f')} | {_fmt(cpu['old'], '.2f')} | {_fmt(cpu['new'], '.2f')} | "
+                  f"{_fmt(cpu_ratio, '.2f')} | {_fmt(rss['old'], '.2f')} | {_fmt(rss['new'], '.2f')}")
 
 
 def parse_list(text: str, what: str) -> list[float]:
@@ -238,9 +297,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(" | ".join([f"{r['num_gaussians'] / 1e6:.2f} M", f"{r['res']}²", r["code"],
                           *(_fmt(t.get(p)) for p in PHASES), _fmt(isect and isect / 1e6, ".2f") + " M",
                           _fmt(us, ".3f"), _fmt(r["peak_rss_gb"], ".2f"), f"{budget:.2f}"]))
-    old = {(r["num_gaussians"], r["res"]): r for r in rows if r["code"] == "old"}
-    ratios = [(r, old[(r["num_gaussians"], r["res"])]) for r in rows
-              if r["code"] == "new" and (r["num_gaussians"], r["res"]) in old]
+    old = {(r["num_gaussians"], r["res"], r.get("run", 0), r["rep"]): r for r in rows if r["code"] == "old"}
+    ratios = [(r, old[k]) for r in rows if r["code"] == "new"
+              and (k := (r["num_gaussians"], r["res"], r.get("run", 0), r["rep"])) in old]
     if ratios:
         print("\nold / new (speed-up; > 1 = new faster) and preview share of the wall time")
         print(" | ".join(["N", "res", *PHASES, "rss new/old", "previews % (old, new)"]))
@@ -263,19 +322,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default="", help="commit to compare with (default: merge-base of HEAD and main)")
     p.add_argument("--no-base", action="store_true", help="run this tree only")
     p.add_argument("--reps", type=int, default=1, help="old/new pairs per configuration (default 1)")
+    p.add_argument("--old-first", action="store_true", help="start each configuration with the old code (the "
+                   "order alternates per repetition; use this for a second invocation)")
     p.add_argument("--probe-views", type=int, default=4, help="views the intersection probe averages (0: none)")
     p.add_argument("--threads", type=int, default=0, help="segment.py --num_threads (0: all cores)")
     p.add_argument("--segment-args", default="", help="extra segment.py arguments, e.g. '--views 0.1'")
     p.add_argument("--cache", default=str(REPO / "output" / "bench_scale"),
                    help="folder for upsampled models (6 M ~ 1.4 GB), scaled masks, the base tree and run outputs")
+    p.add_argument("--load-reps", type=int, default=0,
+                   help="also time PLY reading alone (read, read + GaussianModel) this many times per tree and size")
+    p.add_argument("--no-segment", action="store_true", help="skip the segment.py runs (with --load-reps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
+    p.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                   help="run nothing: print the tables of earlier --json files together")
     return p
 
 
 @cli_main
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.report:
+        rows, loads = [], []
+        for run, f in enumerate(args.report):
+            try:
+                data = json.loads(Path(f).read_text())
+                rows += [dict(r, run=run) for r in data["rows"]]
+                loads += data.get("loads", [])
+            except (OSError, ValueError, KeyError) as e:
+                raise UserError(f"{f}: not a bench_scale.py --json file ({e}); pass the files it wrote") from None
+        if rows:
+            print_table(rows)
+        if loads:
+            print_loads(loads)
+        return 0
     sizes = parse_list(args.sizes, "sizes")
     res_list = [int(r) for r in parse_list(args.res, "res")]
     model, masks, cache = Path(args.model), Path(args.masks), Path(args.cache)
@@ -287,13 +367,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     trees = [("new", REPO)] + ([] if args.no_base else [("old", base_tree(args.base, cache))])
     extra = args.segment_args.split()
     rows: list[dict[str, Any]] = []
+    loads: list[dict[str, Any]] = []
     for size in sizes:
         ply, s, n = build_ply(model, size, cache, args.seed)
-        for res in res_list:
+        if args.load_reps:
+            print(f"PLY load {ply.name} ...", flush=True)
+            loads += time_loads(trees, ply, args.load_reps)
+        for res in ([] if args.no_segment else res_list):
             folder = build_model_folder(model, ply, res, cache)
             mdir = build_masks(masks, res, cache)
             for rep in range(args.reps):
-                order = trees if rep % 2 == 0 else trees[::-1]  # alternate which code runs first
+                order = trees if (rep + args.old_first) % 2 == 0 else trees[::-1]  # alternate who runs first
                 for code, tree in order:
                     tag = f"{code}_n{n}_r{res}_rep{rep}"
                     print(f"run {tag} ...", flush=True)
@@ -305,9 +389,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                     print(f"  wall {r['wall_s']:.1f} s, peak RSS {r['peak_rss_gb']:.2f} GB, "
                           f"timings {json.dumps(r['timings_s'])}", flush=True)
                     rows.append(r)
-    print_table(rows)
+    if rows:
+        print_table(rows)
+    if loads:
+        print_loads(loads)
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "argv": sys.argv[1:]}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"rows": rows, "loads": loads, "argv": sys.argv[1:]}, indent=2) + "\n")
     return 0
 
 

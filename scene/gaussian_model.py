@@ -71,15 +71,22 @@ class GaussianModel:
         return (self.max_sh_degree + 1) ** 2 - 1
 
     def _set_parameters(self, xyz: Tensor, features_dc: Tensor, features_rest: Tensor, scaling: Tensor,
-                        rotation: Tensor, opacity: Tensor) -> None:
+                        rotation: Tensor, opacity: Tensor, copy: bool = True) -> None:
         """Install raw values as fresh leaf parameters; training statistics are reset, the optimiser dropped.
+
+        ``copy=False`` adopts tensors nobody else holds (just read or gathered) without cloning them: at
+        6 M Gaussians a clone is 1.4 GB.
 
         xyz: [N, 3]; features_dc: [N, 1, 3]; features_rest: [N, K, 3]; scaling: [N, 3] log;
         rotation: [N, 4] wxyz; opacity: [N, 1] logit
         """
 
         def p(t: Tensor) -> nn.Parameter:
-            return nn.Parameter(t.detach().to(self.device, torch.float32).contiguous().clone(), requires_grad=True)
+            t = t.detach()
+            own = t.to(self.device, torch.float32).contiguous()
+            if copy and own.data_ptr() == t.data_ptr():  # still the caller's storage: copy it once
+                own = own.clone()
+            return nn.Parameter(own, requires_grad=True)
 
         n = xyz.shape[0]
         shapes = {"xyz": (xyz, (n, 3)), "features_dc": (features_dc, (n, 1, 3)),
@@ -197,9 +204,12 @@ class GaussianModel:
         return GaussianPlyData(xyz=a(self._xyz), f_dc=a(self._features_dc)[:, 0, :], f_rest=a(self._features_rest),
                                opacity=a(self._opacity), scale=a(self._scaling), rotation=a(self._rotation))
 
-    def save_ply(self, path: str | Path) -> None:
-        """Write Inria's point_cloud.ply (atomically)."""
-        write_gaussian_ply(path, self.to_ply_data())
+    def save_ply(self, path: str | Path, rows: Optional[Tensor | np.ndarray] = None) -> None:
+        """Write Inria's point_cloud.ply (atomically); ``rows`` ([N] bool or [M] indices) writes only those
+        Gaussians, the same bytes as ``subset(rows).save_ply`` without building the subset."""
+        if rows is not None:
+            rows = rows.detach().cpu().numpy() if isinstance(rows, Tensor) else np.asarray(rows)
+        write_gaussian_ply(path, self.to_ply_data(), rows)
 
     def load_ply(self, path: str | Path) -> None:
         """Load an Inria PLY. The file's SH degree (from its f_rest count) replaces ``max_sh_degree``, and
@@ -208,7 +218,7 @@ class GaussianModel:
         self.max_sh_degree = g.sh_degree
         t = torch.from_numpy
         self._set_parameters(t(g.xyz), t(g.f_dc)[:, None, :], t(g.f_rest), t(g.scale), t(g.rotation),
-                             t(g.opacity))
+                             t(g.opacity), copy=False)  # the arrays are ours: no second copy
         self.active_sh_degree = self.max_sh_degree
 
     def subset(self, mask: Tensor | np.ndarray) -> "GaussianModel":
@@ -219,9 +229,11 @@ class GaussianModel:
         idx = torch.as_tensor(mask, device=self.device)
         if idx.dtype == torch.bool and idx.shape != (len(self),):
             raise ValueError(f"mask has shape {tuple(idx.shape)}, expected ({len(self)},)")
-        out = GaussianModel.from_tensors(self._xyz[idx], self._features_dc[idx], self._features_rest[idx],
-                                         self._scaling[idx], self._rotation[idx], self._opacity[idx],
-                                         active_sh_degree=self.active_sh_degree, device=self.device)
+        out = GaussianModel(self.max_sh_degree, self.device)
+        with torch.no_grad():  # indexing already copies: install the gathered rows as they are
+            out._set_parameters(self._xyz[idx], self._features_dc[idx], self._features_rest[idx],
+                                self._scaling[idx], self._rotation[idx], self._opacity[idx], copy=False)
+        out.active_sh_degree = self.active_sh_degree
         out.spatial_lr_scale = self.spatial_lr_scale
         return out
 

@@ -180,7 +180,8 @@ def _segment(cfg: SegmentConfig, model_path: Path, iteration: int, out: Path, t_
 
     if association is not None:
         outputs += _write_associated_masks(out, mask_items, label_ids)
-    outputs += _write_previews(cfg, out, gaussians, selection, views, mask_items, used, params.white_background)
+    outputs += _write_previews(cfg, out, gaussians, selection, views, mask_items, used, params.white_background,
+                               log)
     t = lap("previews", t)
 
     n_und = selection.num_undecided
@@ -348,6 +349,10 @@ class LabelMapSet:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    @property
+    def cameras(self) -> list:
+        return [c for c, _ in self.pairs]
+
     def items(self):  # -> Iterator[tuple[Camera, np.ndarray]]
         return iter(self.pairs)
 
@@ -500,41 +505,76 @@ def _check_ids_present(mask_set, requested: str) -> None:
 
 
 def _write_previews(cfg: SegmentConfig, out: Path, gaussians, selection: Selection, views, mask_set, used,
-                    white_background: bool) -> list[str]:
-    """preview_<view>.png for a few voted views and views.gif through all masked views."""
+                    white_background: bool, log: Callable[[str], None] = lambda s: None) -> list[str]:
+    """preview_<view>.png for a few voted views and views.gif through all masked views.
+
+    Each view is rendered once (a view in both the PNGs and the GIF is shrunk for the GIF), from models
+    whose activations are computed once (export.FrozenGaussians)."""
     if cfg.previews == 0 and cfg.gif_frames == 0:
         return []
-    import torch
     from tqdm import tqdm
 
-    bg = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
-    ctx = export.PreviewContext(gaussians, gaussians.subset(torch.from_numpy(selection.extracted_mask())),
-                                gaussians.subset(torch.from_numpy(selection.deleted_mask())), bg,
-                                views.has_images, cfg.backend, cfg.num_threads)
-    written: list[str] = []
     png_idx = export.evenly_spaced(len(used), cfg.previews)
-    gif_idx = export.evenly_spaced(len(mask_set), cfg.gif_frames)
-    total = len(png_idx) + len(gif_idx)
-    bar = tqdm(total=total, desc="previews", unit="view", disable=None if cfg.progress else True, leave=False)
+    png_views = used.subset(png_idx)
+    position = {c.image_name: i for i, c in enumerate(mask_set.cameras)}
+    gif_idx = _snap(export.evenly_spaced(len(mask_set), cfg.gif_frames),
+                    [position[c.image_name] for c in png_views.cameras if c.image_name in position])
+    gif_views = mask_set.subset(gif_idx)
+    names = {c.image_name for c in png_views.cameras} | {c.image_name for c in gif_views.cameras}
+    renders = 2 if views.has_images else 3
+    log(f"previews {len(png_idx)} PNG strips, {len(gif_idx)} GIF frames: {len(names)} views x {renders} renders of "
+        f"{len(gaussians):,} Gaussians (--previews 0 --gif-frames 0 skips this)")
+    bg = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
+    ctx = export.PreviewContext.of(gaussians, selection.extracted_mask(), selection.deleted_mask(), bg,
+                                   views.has_images, cfg.backend, cfg.num_threads)
+    bar = tqdm(total=len(names), desc=f"previews ({renders} renders/view)", unit="view",
+               disable=None if cfg.progress else True, leave=False)
     with warnings.catch_warnings():  # mask warnings were given while voting; a few views would repeat them
         warnings.simplefilter("ignore")
-        written += _preview_files(cfg, out, ctx, used.subset(png_idx), mask_set.subset(gif_idx), bar)
+        written = _preview_files(cfg, out, ctx, png_views, gif_views, bar)
     bar.close()
     return written
 
 
+def _snap(frames: list[int], wanted: list[int]) -> list[int]:
+    """Evenly spaced GIF frame indices with each ``wanted`` index (the PNG views) replacing the nearest
+    frame not already wanted: the same number of frames, and the PNG views are rendered for both."""
+    out = list(frames)
+    keep: set[int] = set()
+    for w in wanted:
+        if w in out:
+            keep.add(w)
+            continue
+        free = [i for i, f in enumerate(out) if f not in keep]
+        if not free:
+            break
+        j = min(free, key=lambda i: abs(out[i] - w))
+        out[j] = w
+        keep.add(w)
+    return sorted(set(out))
+
+
 def _preview_files(cfg: SegmentConfig, out: Path, ctx, png_views, gif_views, bar) -> list[str]:
     written = []
+    gif_side = min(cfg.preview_size, 256)
+    in_gif = {c.image_name for c in gif_views.cameras}
+    shared: dict[str, export.PreviewPanels] = {}  # GIF-size panels of views already rendered for a PNG
     for cam, lm in png_views.items():
+        panels = export.render_panels(ctx, cam, cfg.preview_size)
         name = f"preview_{export.safe_name(cam.image_name)}.png"
-        export.save_png(out / name, export.preview_row(ctx, cam, lm, cfg.preview_size))
+        export.save_png(out / name, export.compose_row(panels, cam, lm, cfg.preview_size >= 200))
         written.append(name)
+        if cam.image_name in in_gif:
+            shared[cam.image_name] = export.shrink_panels(panels, cam, gif_side)
         bar.update()
     if len(gif_views):
         frames = []
         for cam, lm in gif_views.items():
-            frames.append(export.preview_row(ctx, cam, lm, min(cfg.preview_size, 256)))
-            bar.update()
+            panels = shared.pop(cam.image_name, None)
+            if panels is None:
+                panels = export.render_panels(ctx, cam, gif_side)
+                bar.update()
+            frames.append(export.compose_row(panels, cam, lm, gif_side >= 200))
         h = min(f.shape[0] for f in frames)
         w = min(f.shape[1] for f in frames)
         export.save_gif(out / "views.gif", [f[:h, :w] for f in frames])
@@ -620,7 +660,8 @@ def _segment_everything(cfg: SegmentConfig, model_path: Path, iteration: int, pa
     consistent = _consistent_masks(cfg, gaussians, res.labels, len(names), views.cameras)
     outputs += _write_associated_masks(out, consistent, list(range(1, len(names) + 1)), "masks_consistent")
     t = lap("masks_consistent", t)
-    outputs += _write_previews(cfg, out, gaussians, selection, views, consistent, consistent, params.white_background)
+    outputs += _write_previews(cfg, out, gaussians, selection, views, consistent, consistent, params.white_background,
+                               log)
     t = lap("previews", t)
     counts = np.bincount(res.labels[res.labels > 0], minlength=len(names) + 1)
     summary = {

@@ -104,14 +104,17 @@ def accumulate_votes(gaussians: Any, items: Iterable[tuple[Any, np.ndarray]], nu
                      progress: bool = True) -> tuple[np.ndarray, list[str]]:
     """Sum :func:`vote_view` over ``(camera, label_map)`` items (e.g. ``MaskSet.items()``).
 
-    Returns (votes [N, L+1] float64, names of the views voted). A tqdm bar shows on a terminal.
+    Returns (votes [N, L+1] float64, names of the views voted). A tqdm bar shows on a terminal. The next
+    item (reading, decoding and resizing its mask) is prepared in a background thread while this view votes.
     """
     from tqdm import tqdm
+
+    from utils.prefetch import prefetch
 
     n = int(gaussians.get_xyz.shape[0])
     votes = torch.zeros(n, num_labels + 1, dtype=torch.float64)
     names: list[str] = []
-    bar = tqdm(items, total=total, desc="voting", unit="view", disable=None if progress else True,
+    bar = tqdm(prefetch(items), total=total, desc="voting", unit="view", disable=None if progress else True,
                dynamic_ncols=True, leave=False)
     with torch.no_grad():
         for camera, label_map in bar:

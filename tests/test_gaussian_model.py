@@ -163,6 +163,30 @@ def test_subset():
         m.subset(torch.ones(3, dtype=torch.bool))
 
 
+def test_save_ply_rows_equals_subset_save(tmp_path):
+    m = _model(50, degree=2, seed=3)
+    rows = torch.rand(50, generator=torch.Generator().manual_seed(1)) < 0.4
+    m.subset(rows).save_ply(tmp_path / "subset.ply")
+    m.save_ply(tmp_path / "rows.ply", rows=rows)
+    m.save_ply(tmp_path / "idx.ply", rows=rows.nonzero()[:, 0].numpy())
+    assert (tmp_path / "rows.ply").read_bytes() == (tmp_path / "subset.ply").read_bytes()
+    assert (tmp_path / "idx.ply").read_bytes() == (tmp_path / "subset.ply").read_bytes()
+
+
+def test_from_tensors_copies_its_inputs_and_load_ply_owns_its_arrays(tmp_path):
+    xyz = torch.randn(6, 3)
+    m = GaussianModel.from_tensors(xyz, torch.zeros(6, 1, 3), torch.zeros(6, 0, 3), torch.zeros(6, 3),
+                                   torch.ones(6, 4), torch.zeros(6, 1))
+    assert m._xyz.data_ptr() != xyz.data_ptr()  # the caller's tensor is never the parameter
+    m.save_ply(tmp_path / "a.ply")
+    other = GaussianModel(0)
+    other.load_ply(tmp_path / "a.ply")
+    for name in ("_xyz", "_features_dc", "_features_rest", "_scaling", "_rotation", "_opacity"):
+        t = getattr(other, name)
+        assert t.is_leaf and t.requires_grad and t.is_contiguous() and t.dtype == torch.float32
+    torch.testing.assert_close(other.get_xyz, xyz, rtol=0, atol=0)
+
+
 # ----- training machinery --------------------------------------------------------------------------
 def test_training_setup_and_lr_schedule():
     m = _model(5)

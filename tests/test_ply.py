@@ -230,3 +230,111 @@ def test_point_cloud_ply_inria_store_layout(tmp_path):
     # float colours in [0, 1] are rounded to the same bytes
     write_point_cloud_ply(tmp_path / "f.ply", xyz, rgb.astype(np.float32) / 255.0)
     assert (tmp_path / "f.ply").read_bytes() == path.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The vectorised reader/writer for Inria's exact layout against plyfile (the general path)
+# ---------------------------------------------------------------------------------------------------------
+def _plyfile_reads(path):
+    from utils.ply import _read_with_plyfile
+
+    return _read_with_plyfile(path)
+
+
+def _assert_same(a: GaussianPlyData, b: GaussianPlyData) -> None:
+    for field in ("xyz", "f_dc", "f_rest", "opacity", "scale", "rotation"):
+        x, y = getattr(a, field), getattr(b, field)
+        assert x.dtype == y.dtype == np.float32 and x.shape == y.shape, field
+        assert x.tobytes() == y.tobytes(), field  # bit for bit, NaN payloads and -0.0 included
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+@pytest.mark.parametrize("normals", [True, False])
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_fast_reader_equals_plyfile(tmp_path, degree, normals, shuffled, monkeypatch):
+    g = _random_data(70_000 if degree == 3 else 300, degree, seed=degree)  # > one 65536-row batch at degree 3
+    g.xyz[3, 0] = -0.0
+    cols = _columns(g)
+    order = [n for n in _inria_names(degree) if normals or n not in ("nx", "ny", "nz")]
+    if shuffled:
+        order = list(np.random.default_rng(1).permutation(order))
+    path = tmp_path / "g.ply"
+    _write_raw(path, cols, order)
+    import utils.ply
+
+    def no_plyfile(path):  # noqa: ANN001
+        raise AssertionError("Inria's layout must not go through plyfile")
+
+    with monkeypatch.context() as m:
+        m.setattr(utils.ply, "_read_with_plyfile", no_plyfile)
+        fast = read_gaussian_ply(path)
+    _assert_same(fast, _plyfile_reads(path))
+    _assert_same(fast, g)
+
+
+def test_other_layouts_fall_back_to_plyfile(tmp_path, monkeypatch):
+    """ASCII, big endian, doubles, extra elements or properties: plyfile reads them, same values."""
+    import utils.ply
+
+    g = _random_data(9, 1, seed=4)
+    cols = _columns(g)
+    names = _inria_names(1)
+    rec = np.empty(len(g), dtype=[(n, "f4") for n in names])
+    for n in names:
+        rec[n] = cols[n]
+    variants = {
+        "ascii": PlyData([PlyElement.describe(rec, "vertex")], text=True),
+        "big": PlyData([PlyElement.describe(rec, "vertex")], byte_order=">"),
+        "double": PlyData([PlyElement.describe(rec.astype([(n, "f8") for n in names]), "vertex")]),
+        "faces": PlyData([PlyElement.describe(rec, "vertex"),
+                          PlyElement.describe(np.zeros(2, dtype=[("v", "i4")]), "face")]),
+    }
+    calls = []
+    real = utils.ply._read_with_plyfile
+    monkeypatch.setattr(utils.ply, "_read_with_plyfile", lambda p: calls.append(p.name) or real(p))
+    for name, ply in variants.items():
+        ply.write(str(tmp_path / f"{name}.ply"))
+        _assert_same(read_gaussian_ply(tmp_path / f"{name}.ply"), g)
+    assert calls == [f"{name}.ply" for name in variants]
+
+
+def test_writer_bytes_equal_plyfile_and_rows(tmp_path):
+    """The writer's bytes are plyfile's for the same records, also for a row selection (= subset + write)."""
+    g = _random_data(70_001, 3, seed=8)
+    rows = np.random.default_rng(2).random(len(g)) < 0.3
+    ours, ref, sub = tmp_path / "ours.ply", tmp_path / "ref.ply", tmp_path / "sub.ply"
+    write_gaussian_ply(ours, g, rows)
+    picked = GaussianPlyData(xyz=g.xyz[rows], f_dc=g.f_dc[rows], f_rest=g.f_rest[rows], opacity=g.opacity[rows],
+                             scale=g.scale[rows], rotation=g.rotation[rows])
+    _write_raw(ref, _columns(picked), _inria_names(3))
+    assert ours.read_bytes() == ref.read_bytes()
+    write_gaussian_ply(sub, g, np.flatnonzero(rows))  # indices work too
+    assert sub.read_bytes() == ref.read_bytes()
+    write_gaussian_ply(sub, g, np.zeros(len(g), bool))  # nothing selected: a valid empty PLY
+    assert len(read_gaussian_ply(sub)) == 0 and len(PlyData.read(str(sub))["vertex"].data) == 0
+
+
+def test_fast_and_plyfile_drop_the_same_non_finite_rows(tmp_path):
+    g = _random_data(12, 3, seed=3)
+    g.f_rest[4, 14, 1] = np.nan
+    g.scale[7, 2] = np.inf
+    path = tmp_path / "nan.ply"
+    write_gaussian_ply(path, g)
+    with pytest.warns(UserWarning, match=r"dropped 2 of 12 Gaussians") as rec:
+        fast = read_gaussian_ply(path)
+    assert len(rec) == 1
+    with pytest.warns(UserWarning, match=r"dropped 2 of 12 Gaussians"):
+        slow = _plyfile_reads(path)
+    _assert_same(fast, slow)
+    assert len(fast) == 10
+
+
+@pytest.mark.parametrize("cut", [1, 247, 4000])
+def test_truncated_inria_file_is_one_line_error(tmp_path, cut):
+    path = tmp_path / "cut.ply"
+    write_gaussian_ply(path, _random_data(20, 3))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - cut])
+    with pytest.raises(UserError, match="truncated") as e:
+        read_gaussian_ply(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)

@@ -102,6 +102,83 @@ def test_vote_kernel_equals_autograd_of_masked_render():
     assert ((paper > 0) == (signed.numpy() > 0))[clear].all()
 
 
+def test_prefetched_votes_equal_the_sequential_sum():
+    """accumulate_votes reads the next mask in a thread: same views, same order, the same float64 sums bit for bit."""
+    from segmentation.voting import vote_view
+
+    scene = make_demo_scene(num_views=4, size=32, points_per_object=60, ground_points=100, seed=5)
+    g = gaussians_from_synthetic(scene)
+    rng = np.random.default_rng(1)
+    items = [(cam, rng.integers(0, 2, size=(cam.height, cam.width)).astype(np.int32)) for cam in scene.cameras]
+    votes, names = accumulate_votes(g, iter(items), num_labels=1, backend="cpu", progress=False)
+    ref = torch.zeros(len(g), 2, dtype=torch.float64)
+    for cam, lm in items:
+        ref += vote_view(cam, g, lm, 1, "cpu")
+    assert names == [c.image_name for c in scene.cameras]
+    assert np.array_equal(votes, ref.numpy()) and votes.sum() > 0
+
+
+def test_preview_panels_equal_renders_of_the_subsets():
+    """FrozenGaussians + the full scene's colours indexed per subset render the same pixels as subset models."""
+    from segmentation import export
+
+    scene = make_demo_scene(num_views=2, size=48, points_per_object=80, ground_points=150, seed=2)
+    g = gaussians_from_synthetic(scene)
+    g.active_sh_degree = g.max_sh_degree
+    rows = np.random.default_rng(0).random(len(g)) < 0.4
+    ctx = export.PreviewContext.of(g, rows, ~rows, (1.0, 1.0, 1.0), False, "cpu")
+    cam = scene.cameras[1]
+    panels = export.render_panels(ctx, cam, 480)
+    bg = (1.0, 1.0, 1.0)
+    assert panels.title == "render"
+    assert np.array_equal(panels.original, export.render_rgb(cam, g, bg, "cpu"))
+    assert np.array_equal(panels.extracted, export.render_rgb(cam, g.subset(torch.from_numpy(rows)), bg, "cpu"))
+    assert np.array_equal(panels.deleted, export.render_rgb(cam, g.subset(torch.from_numpy(~rows)), bg, "cpu"))
+    assert (panels.extracted != 255).any() and (panels.deleted != 255).any()
+    small = export.shrink_panels(panels, cam, 20)
+    want = export.preview_camera(cam, 20)
+    assert small.original.shape == small.deleted.shape == (want.height, want.width, 3)
+
+
+def test_previews_render_each_view_once(single, tmp_path, monkeypatch):
+    """A view in both the PNG strips and the GIF is rendered once; the GIF gets every frame."""
+    from segmentation import export
+
+    calls = []
+    real = export.render_panels
+    monkeypatch.setattr(export, "render_panels", lambda ctx, cam, side: calls.append(cam.image_name) or
+                        real(ctx, cam, side))
+    res = _run(single.model_path, single.masks_path, tmp_path / "out", previews=2, gif_frames=3)
+    import imageio.v3 as iio
+
+    assert sorted(calls) == sorted(set(calls)) and len(calls) == 3  # views 0 and 11 shared, 6 only in the GIF
+    assert iio.imread(res.out / "views.gif").shape[0] == 3
+
+
+def test_gif_frames_snap_to_the_png_views():
+    from segmentation.export import evenly_spaced
+    from segmentation.pipeline import _snap
+
+    frames = _snap(evenly_spaced(60, 24), evenly_spaced(60, 4))
+    assert len(frames) == 24 and {0, 20, 39, 59} <= set(frames)
+    assert max(abs(a - b) for a, b in zip(frames, evenly_spaced(60, 24))) <= 1  # still evenly spread
+    assert _snap([0, 5, 9], [9]) == [0, 5, 9] and _snap([], [3]) == []
+
+
+def test_save_gif_one_palette(tmp_path):
+    from segmentation.export import save_gif
+
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(0)
+    base = np.linspace(0, 255, 64 * 96 * 3).reshape(64, 96, 3).astype(np.uint8)
+    frames = [np.clip(base.astype(int) + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8) for _ in range(5)]
+    save_gif(tmp_path / "a.gif", frames)
+    back = iio.imread(tmp_path / "a.gif")[..., :3]
+    assert back.shape == (5, 64, 96, 3)
+    assert np.abs(back.astype(int) - np.stack(frames)).mean() < 8  # 256 colours + dithering
+
+
 def test_decide_labels_rules():
     votes = np.array([[0.0, 0.0], [1.0, 3.0], [3.0, 1.0], [1.0, 1.0], [0.0, 0.5]])
     assert decide_labels(votes).tolist() == [-1, 1, 0, 0, 1]        # vote > 0 (tie -> background)
@@ -247,13 +324,13 @@ def test_outputs_are_atomic(single, single_run, tmp_path, monkeypatch):
     assert not [p for p in out.iterdir() if (p.name.startswith(".") and p.name != ".gs_outputs.json")
                 or p.suffix == ".tmp"]
 
-    import plyfile
+    import utils.ply
 
-    def broken_write(self, stream):  # noqa: ANN001 - plyfile API
-        Path(stream).write_bytes(b"ply\nformat binary_little_endian 1.0\n")  # half a file, then the disk fills
+    def broken_write(path, header, body):  # noqa: ANN001
+        Path(path).write_bytes(header)  # half a file, then the disk fills
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(plyfile.PlyData, "write", broken_write)
+    monkeypatch.setattr(utils.ply, "_write_file", broken_write)
     with pytest.raises(OSError):
         _run(single.model_path, single.masks_path, out, margin=0.5)
     after = {p.name: p.read_bytes() for p in out.iterdir()}

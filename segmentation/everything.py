@@ -39,7 +39,7 @@ SUPPORT = 0.5        # share of a Gaussian's mass in a view that must lie inside
 MATCH_IOU = 0.5      # mutual soft IoU of two proposals' rendered supports for a match
 NEIGHBOURS = 6       # views each view's proposals are compared with (nearest viewing directions)
 MIN_VIEWS = 3        # an instance must be proposed in at least this many views
-NESTED = 0.8         # share of an instance's candidates inside another's for it to be a part of it
+NESTED = 0.6         # share of an instance's candidates inside another's for it to be a part of it (the demo scene: parts of one object 0.77-0.96 inside it, different objects 0.0)
 GRANULARITIES = ("whole", "part")
 
 

@@ -464,7 +464,7 @@ def _write_associated_masks(out: Path, items: LabelMapSet, label_ids: list, fold
     written = []
     ints = all(isinstance(i, int) and 0 < i < 65536 for i in label_ids)
     for cam, lm in items.items():
-        name = f"{folder}/{export.safe_name(cam.image_name)}.png"
+        name = f"{folder}/{export.safe_name(Path(cam.image_name).name)}.png"  # matched back by image stem
         if len(label_ids) == 1:
             img = (lm > 0).astype(np.uint8) * 255
         else:

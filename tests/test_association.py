@@ -296,3 +296,106 @@ def test_bad_prompts_are_one_line_errors(demo, tmp_path, capsys):
         line = _cli_error(capsys, base + args)
         assert what in line, (what, line)
         assert not out.exists(), what
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --everything and --pick
+# ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    """The demo scene with a SAM-like folder of all three objects (ids from the generator's object ids)."""
+    from scene.model_folder import load_model
+    from segmentation.evaluate import render_label_map
+    from segmentation.views import load_views
+
+    root = tmp_path_factory.mktemp("three")
+    data = write_demo_data(root, [1], num_views=16, size=SIZE, backend="cpu")
+    params, g, _ = load_model(data.model_path)
+    obj = np.asarray(data.scene.object_ids)
+    ids = root / "ids"
+    ids.mkdir()
+    for cam in load_views(params, "train").cameras:
+        lm = render_label_map(cam, g, obj, 3, backend="cpu").astype(np.uint8)
+        Image.fromarray(lm).save(ids / f"{Path(cam.image_name).name}.png")
+    _sam_like().make_folder(data.source_path / "train", ids, root / "sam", seed=2)
+    return data, root / "sam", g
+
+
+@pytest.mark.slow
+def test_everything_finds_each_object_once(three, tmp_path):
+    from scene.model_folder import load_model
+    from segmentation.evaluate import render_label_map, score_view
+    from segmentation.views import load_views
+
+    data, sam, g = three
+    res = _run(data, tmp_path / "every", masks=str(sam), everything=True, min_gaussians=50)
+    out = tmp_path / "every"
+    inst = json.loads((out / "instances.json").read_text())["instances"]
+    labels = np.load(out / "labels.npy")
+    obj = np.asarray(data.scene.object_ids)
+    params, _, _ = load_model(data.model_path)
+    test = load_views(params, "test").cameras
+    for k in (1, 2, 3):
+        # exactly one instance holds most of object k, and it is recovered in the held-out views
+        owners = [i for i in inst if (obj[labels == i["id"]] == k).mean() > 0.5]
+        assert len(owners) == 1, (k, [(i["id"], np.bincount(obj[labels == i["id"]], minlength=4)) for i in inst])
+        sel = labels == owners[0]["id"]
+        ious = []
+        for cam in test:
+            gt = render_label_map(cam, g, (obj == k).astype(np.int64), 1, backend="cpu")
+            iou, _ = score_view(render_label_map(cam, g, sel.astype(np.int64), 1, backend="cpu"), gt, 1)
+            ious.append(1.0 if iou[0] is None else iou[0])
+        assert np.mean(ious) >= 0.95, (k, ious)
+        assert owners[0]["views_seen"] >= 3 and owners[0]["sam_ids"]
+    for name in ("instances.ply", "labels.npy", "votes.npy", "summary.json", "background.ply"):
+        assert (out / name).is_file(), name
+    assert all((out / f"extracted_{i['id']}.ply").is_file() for i in inst)
+    consistent = sorted((out / "masks_consistent").iterdir())
+    assert len(consistent) == 12
+    # masks_consistent reads back as id masks (--mask-format ids)
+    again = _run(data, tmp_path / "again", masks=str(out / "masks_consistent"), mask_format="ids")
+    assert again.summary["masks"]["format"] == "ids" and len(again.label_names) == len(inst)
+    assert res.summary["mode"] == "everything" and res.summary["everything"]["instances"] == len(inst)
+
+
+@pytest.mark.slow
+def test_pick_extracts_the_instance_under_a_click(three, tmp_path, capsys):
+    import segment
+
+    data, sam, g = three
+    out = tmp_path / "every"
+    _run(data, out, masks=str(sam), everything=True, min_gaussians=50)
+    labels = np.load(out / "labels.npy")
+    obj = np.asarray(data.scene.object_ids)
+    view = data.train_names[0]
+    # a click on the ball in that view (its centre in the GT ids used for the SAM-like folder)
+    import cv2
+
+    ids = np.asarray(Image.open(sam.parent / "ids" / f"{view}.png"))
+    d = cv2.distanceTransform((ids == 1).astype(np.uint8), cv2.DIST_L2, 5)
+    y, x = np.unravel_index(int(d.argmax()), d.shape)
+    try:
+        code = segment.main(["-m", str(data.model_path), "--out", str(out), "--pick", f"{view}:{x},{y}", "--no-progress"])
+    except SystemExit as e:
+        code = e.code
+    assert code in (0, None)
+    pick = json.loads((out / "pick.json").read_text())
+    assert len(pick["instances"]) == 1
+    ball = labels == pick["instances"][0]
+    assert (obj[ball] == 1).mean() > 0.95
+    assert (out / "extracted.ply").is_file() and (out / "deleted.ply").is_file() and (out / "instances.json").is_file()
+    # background under the point: one line, exit 2
+    yb, xb = np.argwhere(ids == 0)[0]
+    line = _cli_error(capsys, ["-m", str(data.model_path), "--out", str(out), "--pick", f"{view}:{xb},{yb}"])
+    assert "no instance at" in line
+    line = _cli_error(capsys, ["-m", str(data.model_path), "--out", str(tmp_path / "nothing"), "--pick", f"{view}:1,1"])
+    assert "no readable --everything result" in line
+
+
+def test_everything_needs_sam_proposals(demo, tmp_path, capsys):
+    data, sam, _ = demo
+    base = ["-m", str(data.model_path), "--out", str(tmp_path / "x"), "--everything"]
+    assert "--everything finds every object" in _cli_error(capsys, base + ["--masks", str(data.masks_path)])
+    assert "--everything finds every object" in _cli_error(capsys, base + ["--masks", str(sam), "--prompt",
+                                                                              f"{data.train_names[0]}:3,3"])
+    assert not (tmp_path / "x").exists()

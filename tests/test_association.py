@@ -114,8 +114,9 @@ def test_atom_votes_equal_direct_votes_and_renders(demo):
 
     data, sam, _ = demo
     params, g, _ = load_model(data.model_path)
-    cam = load_views(params, "train").cameras[3]
-    src = open_mask_source(sam, [cam])
+    views = load_views(params, "train")
+    cam = views.cameras[3]
+    src = open_mask_source(sam, [cam], other_views=[c.image_name for c in views.cameras if c is not cam])
     vp = src.view(cam.image_name)
     atoms = atoms_of(vp)
     av = vote_atoms(cam, g, atoms, cam.image_name, backend="cpu")

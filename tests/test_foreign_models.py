@@ -420,7 +420,7 @@ def _segment(model: Path, masks: Path, out: Path, *extra: str) -> dict:
     import segment
 
     assert segment.main(["-m", str(model), "--masks", str(masks), "--out", str(out), "--previews", "0",
-                         "--gif-frames", "0", "--no-progress", "-r", str(RES), *extra]) == 0
+                         "--gif-frames", "0", "--no-progress", "-r", str(RES), "--no-complete", *extra]) == 0
     return json.loads((out / "summary.json").read_text())
 
 

@@ -5,8 +5,6 @@ The browser itself is driven in tests/test_view_browser.py.
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
 import sys
 import warnings
@@ -228,43 +226,8 @@ def test_read_segmentation_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # a session on the demo scene: runs, export, errors (no browser)
 # ---------------------------------------------------------------------------------------------------------
-def _sam_like():
-    spec = importlib.util.spec_from_file_location("sam_like", ROOT / "benchmarks" / "sam_like.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["sam_like"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo scene at 64 px (16 views; ball = object 1) with a SAM-like folder of its train views, and a
-    click deep inside the ball on one view."""
-    import cv2
-    from PIL import Image
-
-    from segmentation.demo import write_demo_data
-
-    root = tmp_path_factory.mktemp("view")
-    data = write_demo_data(root, [1], num_views=16, size=64, backend="cpu")
-    _sam_like().make_folder(data.source_path / "train", data.masks_path, root / "sam", seed=1)
-    name = data.train_names[0]
-    view = f"train/{name}"    # the camera's image name (NeRF-synthetic layout), what the page prompts with
-    m = (np.asarray(Image.open(data.masks_path / f"{name}.png")) > 127).astype(np.uint8)
-    y, x = np.unravel_index(int(cv2.distanceTransform(m, cv2.DIST_L2, 5).argmax()), m.shape)
-    return data, root / "sam", view, (int(x), int(y))
-
-
-def _quiet_segment(argv: list[str]) -> None:
-    import segment
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert segment.main(argv) == 0
-
-
-def test_session_exports_what_segment_py_writes(demo, tmp_path):
-    data, sam, view, (x, y) = demo
+def test_session_exports_what_segment_py_writes(view_demo, segment_py, tmp_path):
+    data, sam, view, (x, y) = view_demo
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
@@ -291,7 +254,7 @@ def test_session_exports_what_segment_py_writes(demo, tmp_path):
         session.close()
     assert out == tmp_path / "page" and "labels.npy" in files and "extracted.ply" in files
     cli = tmp_path / "cli"
-    _quiet_segment(["-m", str(data.model_path), "--masks", str(sam), "--prompt", f"{view}:{x},{y}", "--out",
+    segment_py(["-m", str(data.model_path), "--masks", str(sam), "--prompt", f"{view}:{x},{y}", "--out",
                     str(cli), "--backend", "cpu", "--no-progress"])
     labels = np.load(out / "labels.npy")
     assert (labels == np.load(cli / "labels.npy")).all() and (labels == seg.labels).all() and (labels >= 1).any()
@@ -301,8 +264,8 @@ def test_session_exports_what_segment_py_writes(demo, tmp_path):
     assert sorted(record["tools"]["segment.py"]["files"]) == sorted(files)
 
 
-def test_session_errors_reach_the_caller(demo, tmp_path):
-    data, sam, view, _ = demo
+def test_session_errors_reach_the_caller(view_demo, tmp_path):
+    data, sam, view, _ = view_demo
     with pytest.raises(UserError, match="4 labels for a model of"):
         bad = tmp_path / "seg"
         bad.mkdir()

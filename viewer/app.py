@@ -29,6 +29,7 @@ from viewer.session import Session
 INSTALL = 'pip install -e ".[viewer]"'
 PHOTO_MAX_SIDE = 1600     # longest side of the photo texture sent to the browser (coordinates use the file's)
 LOG_LINES = 12            # log lines kept on the page
+FRUSTUM_SCALE = 0.3       # frustum depth (and the photo's distance) in camera spacings (geometry.camera_spacing)
 STATUS_READY = "ready"
 
 
@@ -140,8 +141,8 @@ class ViewerApp:
         for i, cam in enumerate(self.session.views.cameras):
             wxyz, pos = geometry.camera_pose(cam)
             node = scene.add_camera_frustum(f"/cameras/{i}", fov=cam.FoVy, aspect=cam.width / cam.height,
-                                            scale=0.5 * self.spacing, thickness=0.03 * self.spacing,
-                                            color=(90, 90, 90), wxyz=wxyz, position=pos)
+                                            scale=FRUSTUM_SCALE * self.spacing, thickness=1.5,
+                                            thickness_units="screen", color=(90, 90, 90), wxyz=wxyz, position=pos)
             node.on_click(lambda ev, name=cam.image_name: self._frustum_clicked(name))
             self.frustum_nodes.append(node)
         self.photo_node = None
@@ -282,7 +283,7 @@ class ViewerApp:
         with self._lock:
             cam = self.session.camera(name)
             self._photo = _resized(self.session.photo(cam), PHOTO_MAX_SIDE)
-            self.plane = geometry.PhotoPlane.of(cam, self.session.file_size(cam), 0.5 * self.spacing)
+            self.plane = geometry.PhotoPlane.of(cam, self.session.file_size(cam), FRUSTUM_SCALE * self.spacing)
             for node, c in zip(self.frustum_nodes, self.session.views.cameras):
                 node.color = (230, 120, 20) if c.image_name == name else (90, 90, 90)
             if self.view.value != name:

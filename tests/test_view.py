@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -315,7 +314,33 @@ def test_draw_prompt_marks_file_pixels():
     p = PromptState()
     p.add_point("V", 10, 5)
     p.add_point("V", 30, 25, positive=False)
-    img = draw_prompt(np.zeros((80, 120, 3), np.uint8), (60, 40), p)     # shown at twice the file's size
-    assert img[11, 21, 1] > 200 and img[11, 21, 0] < 100                 # green at (2 * 10.5, 2 * 5.5)
-    assert img[51, 61, 0] > 200 and img[51, 61, 1] < 100                 # red at (2 * 30.5, 2 * 25.5)
-    assert not img[70:, :5].any()
+    img = draw_prompt(np.zeros((400, 600, 3), np.uint8), (60, 40), p)   # shown at 10x the file's size
+    # markers of radius 7 centred on the pixels' centres, (10.5, 5.5) * 10 and (30.5, 25.5) * 10
+    assert img[55, 110, 1] > 200 and img[55, 110, 0] < 100 and not img[55, 117].any()
+    assert img[255, 310, 0] > 200 and img[255, 310, 1] < 100 and not img[255, 317].any()
+    assert not img[350:, :50].any()
+
+
+def test_app_binds_localhost_and_prints_its_url(view_demo, tmp_path):
+    """The page's server (no browser): 127.0.0.1 unless --host says otherwise, the URL names localhost."""
+    import socket
+
+    pytest.importorskip("viser")
+    import view
+    from viewer.app import ViewerApp
+
+    args = view.build_parser().parse_args(["-m", "M"])
+    assert (args.host, args.port) == ("127.0.0.1", 8080)
+    data, sam, view_name, _ = view_demo
+    session = Session(ViewerConfig(model_path=str(data.model_path), masks=str(sam), out=str(tmp_path / "o")),
+                      log=lambda m: None)
+    app = ViewerApp(session, port=19080, log=lambda m: None)
+    try:
+        port = app.server.get_port()
+        assert app.server.get_host() == "127.0.0.1" and app.url == f"http://localhost:{port}"
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        assert app.status_value == "ready" and app.view.value == session.views.cameras[0].image_name
+    finally:
+        app.stop()
+        session.close()

@@ -62,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             while True:
                 time.sleep(1.0)
+        except KeyboardInterrupt:  # Ctrl+C is how the viewer stops: not an error
+            print("view.py: stopped (the scratch folder of its runs is removed; exported files stay)")
         finally:
             app.stop()
     finally:
         session.close()
+    return 0
 
 
 if __name__ == "__main__":

@@ -100,21 +100,31 @@ def _check_config(cfg: SegmentConfig) -> None:
 def run_segmentation(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: None) -> SegmentResult:
     """Run the job; every user-fixable problem raises a one-line UserError. Outputs are staged and swapped
     into ``cfg.out`` at the end (utils.outputs): a failed or interrupted run leaves the folder as it was."""
-    from scene.model_folder import find_iteration, model_inputs
-    from scene.model_sources import model_output_dir
+    from scene.model_folder import find_iteration
 
     t_start = time.perf_counter()
     _check_config(cfg)
     model_path = Path(cfg.model_path)
     iteration = find_iteration(model_path, None if cfg.iteration < 0 else cfg.iteration)
-    out = Path(cfg.out) if cfg.out else model_output_dir(model_path) / "segmentation"
-    inputs = model_inputs(model_path, cfg.source_path)
-    masks = cfg.masks or (str(inputs[1] / "masks") if len(inputs) > 1 else "")
-    with OutputFolder(out, TOOL, [*inputs, masks, cfg.proposals], cfg.force) as folder:
+    out, inputs = output_folder(cfg)
+    with OutputFolder(out, TOOL, inputs, cfg.force) as folder:
         result = _segment(cfg, model_path, iteration, folder.dir, t_start, log)
         folder.commit()
     result.out = out
     return result
+
+
+def output_folder(cfg: SegmentConfig) -> tuple[Path, list]:
+    """(where the job writes, what it reads): ``--out`` (default MODEL/segmentation) and the inputs that
+    utils.outputs keeps it out of (model, scene, masks, proposals). view.py's export uses the same pair."""
+    from scene.model_folder import model_inputs
+    from scene.model_sources import model_output_dir
+
+    model_path = Path(cfg.model_path)
+    out = Path(cfg.out) if cfg.out else model_output_dir(model_path) / "segmentation"
+    inputs = model_inputs(model_path, cfg.source_path)
+    masks = cfg.masks or (str(inputs[1] / "masks") if len(inputs) > 1 else "")
+    return out, [*inputs, masks, cfg.proposals]
 
 
 def _segment(cfg: SegmentConfig, model_path: Path, iteration: int, out: Path, t_start: float,

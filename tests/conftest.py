@@ -1,8 +1,16 @@
 """Fixtures shared by several test modules."""
 from __future__ import annotations
 
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -13,3 +21,45 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def sam_like():
+    """benchmarks/sam_like.py (a script, not a package): SAM-like proposal folders made from GT masks."""
+    spec = importlib.util.spec_from_file_location("sam_like", ROOT / "benchmarks" / "sam_like.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["sam_like"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def segment_py():
+    """segment.py's main(argv) in-process, warnings silenced; it must succeed."""
+    import segment
+
+    def run(argv: list[str]) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert segment.main(argv) == 0
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def view_demo(tmp_path_factory, sam_like):
+    """view.py's tests: the demo scene at 64 px (16 views; ball = object 1), a SAM-like folder of its train
+    views, the camera name of one view and a file pixel deep inside the ball there."""
+    import cv2
+    from PIL import Image
+
+    from segmentation.demo import write_demo_data
+
+    root = tmp_path_factory.mktemp("view")
+    data = write_demo_data(root, [1], num_views=16, size=64, backend="cpu")
+    sam_like.make_folder(data.source_path / "train", data.masks_path, root / "sam", seed=1)
+    name = data.train_names[0]
+    view = f"train/{name}"    # the camera's image name (NeRF-synthetic layout), what the page prompts with
+    m = (np.asarray(Image.open(data.masks_path / f"{name}.png")) > 127).astype(np.uint8)
+    y, x = np.unravel_index(int(cv2.distanceTransform(m, cv2.DIST_L2, 5).argmax()), m.shape)
+    return data, root / "sam", view, (int(x), int(y))

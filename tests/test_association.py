@@ -5,9 +5,7 @@ recovered objects against the synthetic scene's own object ids and its held-out 
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -25,25 +23,16 @@ from segmentation.voting import vote_view
 from utils.errors import UserError
 from utils.masks import ViewProposals, open_mask_source
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = 96
 
 
-def _sam_like():
-    spec = importlib.util.spec_from_file_location("sam_like", ROOT / "benchmarks" / "sam_like.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["sam_like"] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, sam_like):
     """Demo scene (ball = object 1) with binary train masks, GT masks of the held-out views, and a SAM-like
     proposal folder made from the train masks (whole, parts, background regions, merges, ids shuffled)."""
     root = tmp_path_factory.mktemp("assoc")
     data = write_demo_data(root, [1], num_views=16, size=SIZE, backend="cpu")
-    kinds = _sam_like().make_folder(data.source_path / "train", data.masks_path, root / "sam", seed=1)
+    kinds = sam_like.make_folder(data.source_path / "train", data.masks_path, root / "sam", seed=1)
     return data, root / "sam", kinds
 
 

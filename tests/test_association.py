@@ -292,7 +292,7 @@ def test_bad_prompts_are_one_line_errors(demo, tmp_path, capsys):
 # --everything and --pick
 # ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def three(tmp_path_factory):
+def three(tmp_path_factory, sam_like):
     """The demo scene with a SAM-like folder of all three objects (ids from the generator's object ids)."""
     from scene.model_folder import load_model
     from segmentation.evaluate import render_label_map
@@ -307,7 +307,7 @@ def three(tmp_path_factory):
     for cam in load_views(params, "train").cameras:
         lm = render_label_map(cam, g, obj, 3, backend="cpu").astype(np.uint8)
         Image.fromarray(lm).save(ids / f"{Path(cam.image_name).name}.png")
-    _sam_like().make_folder(data.source_path / "train", ids, root / "sam", seed=2)
+    sam_like.make_folder(data.source_path / "train", ids, root / "sam", seed=2)
     return data, root / "sam", g
 
 

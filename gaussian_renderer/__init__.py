@@ -7,16 +7,19 @@ prebuilds it), CUDA backends are imported only when chosen.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from gaussian_renderer.rasterization import (BackendUnavailable, available_backends, rasterize, resolve_backend,
+from gaussian_renderer.rasterization import (BackendUnavailable, PreparedGaussians, SparseVotes, available_backends,
+                                             prepare_gaussians, rasterize, resolve_backend, vote_labels_tensors,
                                              vote_tensors)
 from utils.sh import eval_sh
 
-__all__ = ["render", "vote", "rasterize", "vote_tensors", "available_backends", "resolve_backend",
+__all__ = ["render", "vote", "vote_labels", "rasterize", "vote_tensors", "vote_labels_tensors",
+           "prepare_gaussians", "PreparedGaussians", "SparseVotes", "available_backends", "resolve_backend",
            "BackendUnavailable", "sh_colors"]
 
 
@@ -40,23 +43,40 @@ def sh_colors(camera: Any, gaussians: Any, native: bool = False, num_threads: in
 
 
 def render(camera: Any, gaussians: Any, background: Tensor, override_color: Optional[Tensor] = None,
-           scaling_modifier: float = 1.0, backend: str = "auto", num_threads: int = 0) -> dict[str, Tensor]:
-    """Render ``gaussians`` from ``camera`` (scene.cameras.Camera). background: [C]; override_color: [N, C]."""
+           scaling_modifier: float = 1.0, backend: str = "auto", num_threads: int = 0, footprint: str = "tight",
+           tile_mask: Optional[Tensor] = None) -> dict[str, Tensor]:
+    """Render ``gaussians`` from ``camera`` (scene.cameras.Camera). background: [C]; override_color: [N, C];
+    tile_mask: [num_tiles] bool (cpu): render only those 16x16 tiles (bit-identical there), background elsewhere."""
     means = gaussians.get_xyz
     colors = (sh_colors(camera, gaussians, native=resolve_backend(backend, means.device) == "cpu",
                         num_threads=num_threads) if override_color is None else override_color)
     return rasterize(means, gaussians.get_rotation, gaussians.get_scaling * scaling_modifier,
                      gaussians.get_opacity.reshape(-1), colors, camera.viewmat(means.device),
                      camera.K(means.device), camera.width, camera.height, background.to(means.device),
-                     backend=backend, num_threads=num_threads)
+                     backend=backend, num_threads=num_threads, footprint=footprint, tile_mask=tile_mask)
 
 
 def vote(camera: Any, gaussians: Any, weights: Tensor, scaling_modifier: float = 1.0, backend: str = "auto",
          num_threads: int = 0) -> Tensor:
-    """votes [N, K] = sum over pixels of alpha * T * weights [H, W, K] (forward only, no autograd)."""
+    """votes [N, K] = sum over pixels of alpha * T * weights [H, W, K] (forward only, no autograd).
+    gaussians: a model, or a PreparedGaussians (prepare_gaussians once per job, not once per view)."""
     if weights.dim() != 3 or weights.shape[0] != camera.height or weights.shape[1] != camera.width:
         raise ValueError(f"weights must be [H={camera.height}, W={camera.width}, K], got {tuple(weights.shape)}")
-    means = gaussians.get_xyz
-    return vote_tensors(means, gaussians.get_rotation, gaussians.get_scaling * scaling_modifier,
-                        gaussians.get_opacity.reshape(-1), camera.viewmat(means.device), camera.K(means.device),
-                        weights.to(means.device), backend=backend, num_threads=num_threads)
+    g = prepare_gaussians(gaussians, scaling_modifier)
+    return vote_tensors(g.means, g.quats, g.scales, g.opacities, camera.viewmat(g.means.device),
+                        camera.K(g.means.device), weights.to(g.means.device), backend=backend,
+                        num_threads=num_threads)
+
+
+def vote_labels(camera: Any, gaussians: Any, labels: Union[Tensor, np.ndarray], num_labels: int,
+                backend: str = "auto", num_threads: int = 0, sparse: bool = False) -> Union[Tensor, SparseVotes]:
+    """Votes of a label map: labels [H, W] int in 0..L (0 = background) -> votes [N, L+1] float32, equal to
+    ``vote(camera, gaussians, one_hot(labels, L+1))`` without the [H, W, L+1] weights. sparse=True: the nonzero
+    entries (gaussian [P] int32, label [P] int32, mass [P] float32) sorted by (gaussian, label).
+    gaussians: a model or a PreparedGaussians."""
+    if tuple(labels.shape) != (camera.height, camera.width):
+        raise ValueError(f"labels must be [H={camera.height}, W={camera.width}], got {tuple(labels.shape)}")
+    g = prepare_gaussians(gaussians)
+    return vote_labels_tensors(g.means, g.quats, g.scales, g.opacities, camera.viewmat(g.means.device),
+                               camera.K(g.means.device), labels, num_labels, backend=backend,
+                               num_threads=num_threads, sparse=sparse)

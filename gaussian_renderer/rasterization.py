@@ -5,6 +5,10 @@ Backends are reached lazily: nothing here imports native or CUDA code at module 
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,6 +22,41 @@ _INSTALL = {
 
 class BackendUnavailable(ImportError):
     """A requested rasterizer backend cannot run here; the message names the install command."""
+
+
+@dataclass(frozen=True)
+class PreparedGaussians:
+    """A model's activated geometry, computed once per job instead of once per view.
+
+    Votes and contribution passes render the same Gaussians from many cameras; the activations (exp of the
+    scales, normalised rotations, sigmoid of the opacities) and contiguous copies do not depend on the view.
+    Build it with :func:`prepare_gaussians` (the same values the model's getters return, so results are
+    bit-identical to passing the model)."""
+
+    means: Tensor      # [N, 3] world positions
+    quats: Tensor      # [N, 4] wxyz rotations (as the model's get_rotation)
+    scales: Tensor     # [N, 3] activated scales, times the scaling modifier
+    opacities: Tensor  # [N] activated opacities
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+
+def prepare_gaussians(gaussians: Any, scaling_modifier: float = 1.0) -> PreparedGaussians:
+    """Detached, contiguous activated parameters of a model with Inria's getters (get_xyz, get_rotation,
+    get_scaling, get_opacity); a PreparedGaussians is returned as is (scaling_modifier must then be 1)."""
+    if isinstance(gaussians, PreparedGaussians):
+        if scaling_modifier != 1.0:
+            raise ValueError("scaling_modifier applies when preparing; these Gaussians are already prepared")
+        return gaussians
+    with torch.no_grad():
+        scales = gaussians.get_scaling
+        if scaling_modifier != 1.0:
+            scales = scales * scaling_modifier
+        return PreparedGaussians(means=gaussians.get_xyz.detach().contiguous(),
+                                 quats=gaussians.get_rotation.detach().contiguous(),
+                                 scales=scales.detach().contiguous(),
+                                 opacities=gaussians.get_opacity.detach().reshape(-1).contiguous())
 
 
 def _cuda_backend_ready(name: str) -> bool:
@@ -60,10 +99,14 @@ def rasterize(
     backend: str = "cpu",
     near: float = 0.2,
     num_threads: int = 0,
+    footprint: str = "tight",
+    tile_mask: Optional[Tensor] = None,  # [num_tiles] bool, cpu only: render these 16x16 tiles, others = background
 ) -> dict[str, Tensor]:
     """Render one view with Inria's semantics. Returns the dict documented in CONTRACT.md:
     render [C, H, W], alpha [1, H, W], depth [1, H, W] (sum z alpha T), viewspace_points [N, 3],
     visibility_filter [N], radii [N] int32. Differentiable w.r.t. means, quats, scales, opacities, colors.
+    footprint: the cpu backend's tile binning, "tight" or "inria" (the reference; identical outputs).
+    tile_mask: pixels of the masked tiles equal a full render's bit for bit; the other pixels are background.
     """
     opacities = opacities.reshape(-1)  # [N] (an Inria-style [N, 1] is accepted too)
     if colors.dim() != 2 or colors.shape[0] != means.shape[0]:
@@ -71,6 +114,8 @@ def rasterize(
     if background.shape != (colors.shape[1],):
         raise ValueError(f"background must be [{colors.shape[1]}] to match colors, got {tuple(background.shape)}")
     backend = resolve_backend(backend, means.device)
+    if tile_mask is not None and backend != "cpu":
+        raise ValueError(f"tile_mask needs the cpu backend, got {backend!r}")
     if backend == "reference":
         from gaussian_renderer.reference import rasterize_reference
 
@@ -82,18 +127,19 @@ def rasterize(
         fn = cuda_backends.rasterize_inria if backend == "inria" else cuda_backends.rasterize_gsplat
         return fn(means, quats, scales, opacities, colors, viewmat, K, width, height, background, near)
     return _rasterize_cpu(means, quats, scales, opacities, colors, viewmat, K, width, height, background, near,
-                          num_threads)
+                          num_threads, footprint, tile_mask)
 
 
 def _rasterize_cpu(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                    viewmat: Tensor, K: Tensor, width: int, height: int, background: Tensor, near: float,
-                   num_threads: int) -> dict[str, Tensor]:
-    from gaussian_renderer.cpu import bin_gaussians, composite, project
+                   num_threads: int, footprint: str, tile_mask: Optional[Tensor]) -> dict[str, Tensor]:
+    from gaussian_renderer.cpu import bin_gaussians, check_footprint, composite, project
 
     if means.device.type != "cpu":
         raise ValueError(f"backend 'cpu' needs CPU tensors, got {means.device}; use backend='auto' or move them")
-    proj = project(means, quats, scales, viewmat, K, width, height, near, num_threads)
-    offsets, gids, radii = bin_gaussians(proj, width, height, num_threads)
+    proj = project(means, quats, scales, viewmat, K, width, height, near, num_threads,
+                   cull=check_footprint(footprint))
+    offsets, gids, radii = bin_gaussians(proj, opacities, width, height, num_threads, footprint, tile_mask)
     vp = torch.zeros(means.shape[0], 3, dtype=means.dtype, requires_grad=True)
     means2d = proj.means2d + vp[:, :2] * torch.tensor([0.5 * width, 0.5 * height], dtype=means.dtype)
     nc = colors.shape[1]
@@ -121,6 +167,7 @@ def vote_tensors(
     backend: str = "cpu",
     near: float = 0.2,
     num_threads: int = 0,
+    footprint: str = "tight",
 ) -> Tensor:            # [N, K]
     """votes[n, k] = sum_p alpha_n(p) T_n(p) weights[p, k] (forward only, no autograd).
 
@@ -131,14 +178,10 @@ def vote_tensors(
     opacities = opacities.reshape(-1)
     backend = resolve_backend(backend, means.device)
     if backend == "cpu":
-        from gaussian_renderer.cpu import project, vote_native
+        from gaussian_renderer.cpu import vote_native
 
-        if means.device.type != "cpu":
-            raise ValueError(f"backend 'cpu' needs CPU tensors, got {means.device}")
-        with torch.no_grad():
-            proj = project(means.detach(), quats.detach(), scales.detach(), viewmat, K, width, height, near,
-                           num_threads)
-            return vote_native(proj, opacities.detach(), weights, width, height, num_threads)
+        proj = _project_for_vote(means, quats, scales, viewmat, K, width, height, near, num_threads, footprint)
+        return vote_native(proj, opacities.detach(), weights, width, height, num_threads, footprint)
     with torch.enable_grad():
         x = torch.zeros(means.shape[0], nk, dtype=means.dtype, device=means.device, requires_grad=True)
         out = rasterize(means.detach(), quats.detach(), scales.detach(), opacities.detach(), x, viewmat, K, width,
@@ -147,3 +190,75 @@ def vote_tensors(
         loss = (out["render"] * weights.to(out["render"].dtype).permute(2, 0, 1)).sum()
         (grad,) = torch.autograd.grad(loss, x)
     return grad.float()
+
+
+def _project_for_vote(means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Tensor, width: int,
+                      height: int, near: float, num_threads: int, footprint: str) -> Any:  # -> Projected
+    from gaussian_renderer.cpu import check_footprint, project
+
+    if means.device.type != "cpu":
+        raise ValueError(f"backend 'cpu' needs CPU tensors, got {means.device}")
+    with torch.no_grad():
+        return project(means.detach(), quats.detach(), scales.detach(), viewmat, K, width, height, near,
+                       num_threads, cull=check_footprint(footprint))
+
+
+SparseVotes = tuple[Tensor, Tensor, Tensor]  # (gaussian [P] int32, label [P] int32, mass [P] float32)
+
+
+def check_label_map(labels: Union[Tensor, np.ndarray], num_labels: int, width: int, height: int) -> Tensor:
+    """labels as an int32 CPU tensor [H, W]; one-line ValueError for a wrong shape, dtype or value range."""
+    if isinstance(labels, np.ndarray):
+        if labels.dtype.kind not in "iu":
+            raise ValueError(f"labels must hold integers 0..{num_labels}, got dtype {labels.dtype}")
+        labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+    t = labels
+    if t.dim() != 2 or tuple(t.shape) != (height, width):
+        raise ValueError(f"labels must be [H={height}, W={width}], got {tuple(t.shape)}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"labels must hold integers 0..{num_labels}, got dtype {t.dtype}")
+    if t.dtype not in (torch.int32, torch.int64):
+        t = t.to(torch.int64)
+    if num_labels < 0:
+        raise ValueError(f"num_labels must be >= 0, got {num_labels}")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) > num_labels):
+        raise ValueError(f"label values must lie in 0..{num_labels}, got {int(t.min())}..{int(t.max())}")
+    return t.to("cpu", torch.int32).contiguous()
+
+
+def vote_labels_tensors(
+    means: Tensor,                      # [N, 3]
+    quats: Tensor,                      # [N, 4] wxyz
+    scales: Tensor,                     # [N, 3]
+    opacities: Tensor,                  # [N]
+    viewmat: Tensor,                    # [4, 4]
+    K: Tensor,                          # [3, 3]
+    labels: Union[Tensor, np.ndarray],  # [H, W] int, 0 = background, 1..L labels
+    num_labels: int,
+    backend: str = "cpu",
+    near: float = 0.2,
+    num_threads: int = 0,
+    footprint: str = "tight",
+    sparse: bool = False,
+) -> Union[Tensor, SparseVotes]:
+    """votes [N, L+1] float32 = vote_tensors(..., weights=one_hot(labels, L+1)), read from the label map.
+
+    sparse=True returns the nonzero entries instead, (gaussian [P] int32, label [P] int32, mass [P] float32)
+    sorted by (gaussian, label), with no [N, L+1] array: for maps with hundreds of labels. The cpu backend
+    reads the int label map in the kernel (bit-identical to the one-hot vote); others vote the one-hot weights.
+    """
+    height, width = int(labels.shape[0]), int(labels.shape[1])
+    lab = check_label_map(labels, num_labels, width, height)
+    opacities = opacities.reshape(-1)
+    backend = resolve_backend(backend, means.device)
+    if backend == "cpu":
+        from gaussian_renderer.cpu import vote_labels_native
+
+        proj = _project_for_vote(means, quats, scales, viewmat, K, width, height, near, num_threads, footprint)
+        return vote_labels_native(proj, opacities.detach(), lab, num_labels, num_threads, footprint, sparse)
+    onehot = torch.nn.functional.one_hot(lab.long(), num_labels + 1).to(means.device, torch.float32)
+    votes = vote_tensors(means, quats, scales, opacities, viewmat, K, onehot, backend, near, num_threads)
+    if not sparse:
+        return votes
+    g, lbl = torch.nonzero(votes, as_tuple=True)
+    return g.to(torch.int32).cpu(), lbl.to(torch.int32).cpu(), votes[g, lbl].cpu()

@@ -14,13 +14,15 @@ import torch
 from torch import Tensor
 
 from gaussian_renderer.rasterization import (BackendUnavailable, PreparedGaussians, SparseVotes, available_backends,
+                                             contribution_tensors, footprint_tiles_tensors, num_tiles,
                                              prepare_gaussians, rasterize, resolve_backend, vote_labels_tensors,
                                              vote_tensors)
 from utils.sh import eval_sh
 
-__all__ = ["render", "vote", "vote_labels", "rasterize", "vote_tensors", "vote_labels_tensors",
-           "prepare_gaussians", "PreparedGaussians", "SparseVotes", "available_backends", "resolve_backend",
-           "BackendUnavailable", "sh_colors"]
+__all__ = ["render", "vote", "vote_labels", "contribution", "footprint_tiles", "rasterize", "vote_tensors",
+           "vote_labels_tensors", "contribution_tensors", "footprint_tiles_tensors", "prepare_gaussians",
+           "PreparedGaussians", "SparseVotes", "available_backends", "resolve_backend", "BackendUnavailable",
+           "sh_colors", "num_tiles"]
 
 
 def sh_colors(camera: Any, gaussians: Any, native: bool = False, num_threads: int = 0) -> Tensor:  # -> [N, 3]
@@ -80,3 +82,20 @@ def vote_labels(camera: Any, gaussians: Any, labels: Union[Tensor, np.ndarray], 
     return vote_labels_tensors(g.means, g.quats, g.scales, g.opacities, camera.viewmat(g.means.device),
                                camera.K(g.means.device), labels, num_labels, backend=backend,
                                num_threads=num_threads, sparse=sparse)
+
+
+def contribution(camera: Any, gaussians: Any, backend: str = "auto",
+                 num_threads: int = 0) -> tuple[Tensor, Optional[Tensor]]:
+    """(contribution [N] float32 = vote(camera, gaussians, ones[H, W, 1])[:, 0], stoppers [H, W] int32 or None):
+    stoppers[p] = the Gaussian at which pixel p's compositing stopped, -1 if none (cpu backend only)."""
+    g = prepare_gaussians(gaussians)
+    return contribution_tensors(g.means, g.quats, g.scales, g.opacities, camera.viewmat(g.means.device),
+                                camera.K(g.means.device), camera.width, camera.height, backend=backend,
+                                num_threads=num_threads)
+
+
+def footprint_tiles(camera: Any, gaussians: Any, num_threads: int = 0) -> Tensor:  # -> [num_tiles] bool
+    """The 16x16 tiles (row-major) the Gaussians can reach with alpha >= 1/255 in this view (cpu)."""
+    g = prepare_gaussians(gaussians)
+    return footprint_tiles_tensors(g.means, g.quats, g.scales, g.opacities, camera.viewmat(g.means.device),
+                                   camera.K(g.means.device), camera.width, camera.height, num_threads=num_threads)

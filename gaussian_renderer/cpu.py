@@ -123,11 +123,6 @@ def check_footprint(footprint: str) -> bool:  # -> tight?
     return footprint == "tight"
 
 
-def num_tiles(width: int, height: int) -> int:
-    """16x16 tiles of a width x height image (the length of a tile mask)."""
-    return ((width + 15) // 16) * ((height + 15) // 16)
-
-
 def bin_gaussians(
     proj: Projected,
     opacities: Tensor,                   # [N]
@@ -218,3 +213,18 @@ def vote_labels_native(proj: Projected, opacities: Tensor, labels: Tensor, num_l
         op = _ops().vote_labels_sparse if sparse else _ops().vote_labels
         return op(*_screen(proj, opacities), offsets, gids, labels.to(torch.int32).contiguous(), int(num_labels),
                   num_threads)
+
+
+def contribution_native(proj: Projected, opacities: Tensor, width: int, height: int, num_threads: int,
+                        footprint: str = "tight") -> tuple[Tensor, Tensor]:
+    """(contribution [N] float32 = vote with unit weights, stoppers [H, W] int32: the Gaussian at which each
+    pixel's compositing stopped, -1 where it ran to the end of the list)."""
+    with torch.no_grad():
+        offsets, gids, _ = bin_gaussians(proj, opacities, width, height, num_threads, footprint)
+        return _ops().contribution(*_screen(proj, opacities), offsets, gids, width, height, num_threads)
+
+
+def touched_tiles(proj: Projected, opacities: Tensor, width: int, height: int, num_threads: int) -> Tensor:
+    """[num_tiles] bool: the tiles of the tight footprints (every pixel outside them has alpha < 1/255)."""
+    offsets, _, _ = bin_gaussians(proj, opacities, width, height, num_threads, "tight")
+    return offsets[1:] > offsets[:-1]

@@ -41,6 +41,21 @@ class PreparedGaussians:
     def __len__(self) -> int:
         return int(self.means.shape[0])
 
+    def subset(self, idx: Tensor) -> "PreparedGaussians":  # idx: [M] int64 or [N] bool
+        return PreparedGaussians(self.means[idx], self.quats[idx], self.scales[idx], self.opacities[idx])
+
+    def differs_from(self, other: "PreparedGaussians") -> Tensor:  # -> [N] bool
+        """Gaussians whose values are not bit-identical in ``other`` (same length): torch's vectorised activations
+        can round an element differently depending on its position in the tensor (body vs tail)."""
+        def bits(t: Tensor) -> Tensor:
+            t = t.reshape(t.shape[0], -1)
+            return t.view(torch.int32) if t.dtype == torch.float32 else t
+        out = torch.zeros(len(self), dtype=torch.bool, device=self.means.device)
+        for a, b in ((self.means, other.means), (self.quats, other.quats), (self.scales, other.scales),
+                     (self.opacities, other.opacities)):
+            out |= (bits(a) != bits(b)).any(dim=1)
+        return out
+
 
 def prepare_gaussians(gaussians: Any, scaling_modifier: float = 1.0) -> PreparedGaussians:
     """Detached, contiguous activated parameters of a model with Inria's getters (get_xyz, get_rotation,
@@ -203,7 +218,13 @@ def _project_for_vote(means: Tensor, quats: Tensor, scales: Tensor, viewmat: Ten
                        num_threads, cull=check_footprint(footprint))
 
 
+def num_tiles(width: int, height: int) -> int:
+    """16x16 tiles of a width x height image (the length of a tile mask; tiles are row-major)."""
+    return ((width + 15) // 16) * ((height + 15) // 16)
+
+
 SparseVotes = tuple[Tensor, Tensor, Tensor]  # (gaussian [P] int32, label [P] int32, mass [P] float32)
+MAX_CHANNELS_PER_PASS = 64  # one-hot channels per vote call on the backends without a label-map kernel
 
 
 def check_label_map(labels: Union[Tensor, np.ndarray], num_labels: int, width: int, height: int) -> Tensor:
@@ -256,9 +277,60 @@ def vote_labels_tensors(
 
         proj = _project_for_vote(means, quats, scales, viewmat, K, width, height, near, num_threads, footprint)
         return vote_labels_native(proj, opacities.detach(), lab, num_labels, num_threads, footprint, sparse)
-    onehot = torch.nn.functional.one_hot(lab.long(), num_labels + 1).to(means.device, torch.float32)
-    votes = vote_tensors(means, quats, scales, opacities, viewmat, K, onehot, backend, near, num_threads)
+    parts = []  # one-hot weights, MAX_CHANNELS_PER_PASS channels at a time (memory: [H, W, K] floats)
+    for a in range(0, num_labels + 1, MAX_CHANNELS_PER_PASS):
+        k = torch.arange(a, min(a + MAX_CHANNELS_PER_PASS, num_labels + 1), dtype=lab.dtype)
+        onehot = (lab[:, :, None] == k).to(means.device, torch.float32)
+        parts.append(vote_tensors(means, quats, scales, opacities, viewmat, K, onehot, backend, near, num_threads))
+    votes = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
     if not sparse:
         return votes
     g, lbl = torch.nonzero(votes, as_tuple=True)
     return g.to(torch.int32).cpu(), lbl.to(torch.int32).cpu(), votes[g, lbl].cpu()
+
+
+def contribution_tensors(
+    means: Tensor,      # [N, 3]
+    quats: Tensor,      # [N, 4] wxyz
+    scales: Tensor,     # [N, 3]
+    opacities: Tensor,  # [N]
+    viewmat: Tensor,    # [4, 4]
+    K: Tensor,          # [3, 3]
+    width: int,
+    height: int,
+    backend: str = "cpu",
+    near: float = 0.2,
+    num_threads: int = 0,
+) -> tuple[Tensor, Optional[Tensor]]:
+    """(contribution [N] float32 = sum over pixels of alpha*T, i.e. vote with unit weights, stoppers [H, W] int32
+    or None). stoppers[p] is the Gaussian at which pixel p's compositing stopped (T would have dropped below
+    1e-4; it is not composited there), -1 if none: removing a zero-contribution Gaussian changes only the pixels
+    it stops. Only the cpu backend reports stoppers."""
+    backend = resolve_backend(backend, means.device)
+    if backend == "cpu":
+        from gaussian_renderer.cpu import contribution_native
+
+        proj = _project_for_vote(means, quats, scales, viewmat, K, width, height, near, num_threads, "tight")
+        return contribution_native(proj, opacities.reshape(-1).detach(), width, height, num_threads)
+    ones = torch.ones(height, width, 1, dtype=torch.float32, device=means.device)
+    return vote_tensors(means, quats, scales, opacities, viewmat, K, ones, backend, near, num_threads)[:, 0], None
+
+
+def footprint_tiles_tensors(
+    means: Tensor,      # [N, 3]
+    quats: Tensor,      # [N, 4] wxyz
+    scales: Tensor,     # [N, 3]
+    opacities: Tensor,  # [N]
+    viewmat: Tensor,    # [4, 4]
+    K: Tensor,          # [3, 3]
+    width: int,
+    height: int,
+    near: float = 0.2,
+    num_threads: int = 0,
+) -> Tensor:            # [num_tiles] bool
+    """The 16x16 tiles the Gaussians' tight footprints reach (cpu): outside them every pixel has alpha < 1/255,
+    so removing these Gaussians cannot change a pixel there."""
+    from gaussian_renderer.cpu import touched_tiles
+
+    proj = _project_for_vote(means, quats, scales, viewmat, K, width, height, near, num_threads, "tight")
+    return touched_tiles(proj, opacities.reshape(-1).detach(), width, height, num_threads)

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from gaussian_renderer import prepare_gaussians, render
-from gaussian_renderer.cpu import bin_gaussians, num_tiles, project
+from gaussian_renderer import num_tiles
+from gaussian_renderer.cpu import bin_gaussians, project
 from gaussian_renderer.rasterization import rasterize, vote_labels_tensors, vote_tensors
 
 MODEL = Path(__file__).resolve().parents[1].parent / "models" / "maryRose"

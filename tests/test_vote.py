@@ -226,3 +226,22 @@ def test_prepared_gaussians_give_the_same_votes() -> None:
     assert torch.equal(vote_labels(cam, prepared, lab, 2), vote_labels(cam, model, lab, 2))
     with pytest.raises(ValueError, match="already prepared"):
         vote(cam, prepared, w, scaling_modifier=0.5)
+
+
+@pytest.mark.parametrize("num_labels", [1, 70])
+def test_vote_view_equals_the_onehot_passes_it_replaced(num_labels: int) -> None:
+    """segmentation.voting.vote_view (label-map kernel, prepared Gaussians) against its previous implementation:
+    utils.masks.onehot_weights voted in passes of 64 channels, float64."""
+    from gaussian_renderer import prepare_gaussians
+    from segmentation.voting import vote_view
+    from utils.masks import onehot_weights
+
+    cam, model = make_scene(seed=50 + num_labels, n=400, width=60, height=44)
+    lab = _label_map(2, cam.height, cam.width, num_labels).numpy()
+    w = torch.from_numpy(onehot_weights(lab, num_labels))
+    old = torch.cat([vote(cam, model, w[:, :, a:a + 64].contiguous(), backend="cpu").double()
+                     for a in range(0, num_labels + 1, 64)], 1)
+    new = vote_view(cam, prepare_gaussians(model), lab, num_labels, backend="cpu")
+    assert new.dtype == torch.float64 and torch.equal(new.view(torch.int64), old.view(torch.int64))
+    with pytest.raises(ValueError, match="label values must lie"):
+        vote_view(cam, model, lab + num_labels + 1, num_labels, backend="cpu")

@@ -7,7 +7,8 @@
 // (the clamp's gradient is torch.clamp's: passed where lo <= v <= hi), 2D covariance dilated by 0.3 px^2,
 // radius ceil(3 sqrt(lambda_max)) with the max(0.1, .) guard, z <= near culled (x = y = 0, z = 1 inside, so the
 // values stay finite and x, y, z get no gradient), means2d in the integer-centred pixel frame.
-// The camera is a constant (no gradients w.r.t. the pose or intrinsics).
+// The camera is a constant (no gradients w.r.t. the pose or intrinsics). project_forward's cull flag skips the
+// rotation / covariance of Gaussians whose radius bound (cull_bound) already leaves Inria's tile rect empty.
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>

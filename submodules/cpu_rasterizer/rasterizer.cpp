@@ -3,7 +3,9 @@
 // Compiled on first use by gaussian_renderer/native.py (torch.utils.cpp_extension.load) and registered as
 // torch.ops.gs_cpu_rasterizer.*. Only minimal ATen headers are included (a build takes seconds, not the
 // ~30 s of torch/extension.h). The per-Gaussian stage (projection, SH colours) is in projection.cpp and sh.cpp;
-// this file does tile binning, front-to-back compositing, the back-to-front backward and the alpha*T vote.
+// this file does tile binning (Inria's 3-sigma rect, or the tight footprint: see bin_gaussians), front-to-back
+// compositing, the back-to-front backward, the alpha*T votes (dense weights, label maps, sparse label votes)
+// and the contribution pass that also reports each pixel's stopper.
 //
 // Semantics per pixel (Inria's renderCUDA): pixel (i, j) is evaluated at the float point (i, j) in the frame
 // of means2d; Gaussians in (tile, depth) order; power = -0.5 (a dx^2 + c dy^2) - b dx dy (skip power > 0);
@@ -12,7 +14,11 @@
 //
 // Determinism: every output element is produced by exactly one thread in a fixed order. Per-Gaussian
 // gradients (and votes) are first written as one row per (tile, Gaussian) intersection, then summed per
-// Gaussian in intersection order. No atomics, so results are bit-identical for any thread count.
+// Gaussian in intersection order (each thread sums the Gaussians of its own index range). No atomics, so
+// results are bit-identical for any thread count.
+//
+// Inputs: every op checks shapes, dtypes, devices, contiguity and index ranges first (common.h's check_arg,
+// check_bins below); kernel arguments carry their shapes as comments.
 //
 // Speed: within a tile the loop is Gaussian-outer / pixel-inner over the pixels of the Gaussian's
 // "alpha >= 1/255" ellipse bounding box (a conservative superset: every skipped pixel provably has
@@ -42,6 +48,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -491,6 +498,11 @@ std::tuple<Tensor, Tensor, Tensor> bin_gaussians(const Tensor& means2d,    // [N
       precompute_mask(f, grid);
       ok = !(f.t < 0.0f && f.mask == 0);
     }
+    if (ok && mask != nullptr) {  // restricted binning: sort only the Gaussians that reach a masked tile
+      bool any = false;
+      footprint_tiles(f, grid, [&](int32_t tile) { any = any || mask[tile]; });
+      ok = any;
+    }
     fp[i] = f;
     listed[i] = ok ? 1 : 0;
   }
@@ -686,9 +698,14 @@ struct alignas(32) TileState {
   int32_t last[kTilePix];
 };
 
-template <typename OnBegin, typename OnChunk, typename OnEnd>
+// on_stop(i, stop, g): optional, called for chunks in which Gaussian g stops some pixels (lanes set in stop).
+struct NoStop {
+  void operator()(int, vi8, int32_t) const {}
+};
+
+template <typename OnBegin, typename OnChunk, typename OnEnd, typename OnStop = NoStop>
 void front_to_back(const Packed* pk, const Bins& bins, int64_t tile, const TileGrid& grid, TileState& st,
-                   OnBegin&& on_begin, OnChunk&& on_chunk, OnEnd&& on_end) {
+                   OnBegin&& on_begin, OnChunk&& on_chunk, OnEnd&& on_end, OnStop&& on_stop = OnStop()) {
   const int tx0 = static_cast<int>(tile % grid.gx) * kTile;
   const int ty0 = static_cast<int>(tile / grid.gx) * kTile;
   const int tw = std::min(kTile, grid.width - tx0);
@@ -722,6 +739,9 @@ void front_to_back(const Packed* pk, const Bins& bins, int64_t tile, const TileG
           storei(st.done + i, loadi(st.done + i) | stop);
           storei(st.last + i, contrib ? contributor : loadi(st.last + i));
           nstop -= stop;  // stop lanes are -1
+          if constexpr (!std::is_same_v<std::decay_t<OnStop>, NoStop>) {
+            if (any_lane(stop)) on_stop(i, stop, g);
+          }
           on_chunk(i, contrib ? e.alpha * t : splat(0.0f));
         });
     on_end(k);
@@ -1035,6 +1055,58 @@ Tensor rasterize_vote(const Tensor& means2d,    // [N, 2]
 }
 
 // ------------------------------------------------------------------------------------------------------------
+// Contribution: (contribution [N] = sum over pixels of alpha * T, bit-identical to vote with weights = 1, and
+// stoppers [H, W] int32 = the Gaussian at which the pixel's loop stopped (T would have fallen below 1e-4; it
+// is not composited there), -1 where the loop ran to the end of the list). A Gaussian with zero contribution
+// changes no pixel when removed, except the pixels it stops (pruning/prune.py verifies those).
+// ------------------------------------------------------------------------------------------------------------
+std::tuple<Tensor, Tensor> rasterize_contribution(const Tensor& means2d,    // [N, 2]
+                                                  const Tensor& conics,     // [N, 3]
+                                                  const Tensor& opacities,  // [N]
+                                                  const Tensor& offsets,    // [T + 1] int64 from bin
+                                                  const Tensor& gids,       // [M] int32 from bin
+                                                  int64_t width, int64_t height, int64_t num_threads) {
+  const int64_t n = check_screen("contribution", means2d, conics, opacities);
+  const int nt = resolve_threads(num_threads);
+  const TileGrid grid = make_grid("contribution", width, height);
+  const Bins bins = check_bins("contribution", offsets, gids, grid, n, nt);
+  std::vector<Packed> pk;
+  pack_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(), n, nt, pk);
+  std::unique_ptr<float[]> rows(new float[static_cast<size_t>(bins.total)]);  // written where used[k]
+  std::vector<uint8_t> used(static_cast<size_t>(bins.total), 0);
+  Tensor stoppers = at::empty({height, width}, gids.options());
+  int32_t* ps = stoppers.data_ptr<int32_t>();
+#pragma omp parallel num_threads(nt)
+  {
+    TileState st;
+    alignas(32) int32_t stopper[kTilePix];
+    vf8 acc = splat(0.0f);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t tile = 0; tile < grid.count(); ++tile) {
+      std::fill(stopper, stopper + kTilePix, -1);
+      if (bins.off[tile] != bins.off[tile + 1]) {
+        front_to_back(
+            pk.data(), bins, tile, grid, st, [&](int64_t, int32_t) { acc = splat(0.0f); },
+            [&](int, vf8 w) { acc += w * 1.0f; },  // the vote's w * weight with weight 1
+            [&](int64_t k) {
+              rows[k] = hsum(acc);
+              used[k] = 1;
+            },
+            [&](int i, vi8 stop, int32_t g) { storei(stopper + i, stop ? splati(g) : loadi(stopper + i)); });
+      }
+      const int tx0 = static_cast<int>(tile % grid.gx) * kTile, ty0 = static_cast<int>(tile / grid.gx) * kTile;
+      const int tw = std::min(kTile, grid.width - tx0), th = std::min(kTile, grid.height - ty0);
+      for (int y = 0; y < th; ++y)
+        std::memcpy(ps + static_cast<int64_t>(ty0 + y) * width + tx0, stopper + y * kTile, sizeof(int32_t) * tw);
+    }
+  }
+  Tensor contrib = at::empty({n}, means2d.options());
+  float* pc = contrib.data_ptr<float>();
+  reduce_rows(rows.get(), 1, bins.gid, used.data(), bins.total, n, nt, [&](int64_t i, const float* s) { pc[i] = s[0]; });
+  return {contrib, stoppers};
+}
+
+// ------------------------------------------------------------------------------------------------------------
 // Label-map votes: the vote with weights = one_hot(labels) [H, W, L+1], read from labels [H, W] int32 in 0..L
 // instead of L+1 float channels. Each tile's distinct labels are remapped to a local range 0..n_local-1, so an
 // intersection keeps n_local accumulators (not L+1): a 16x16 tile rarely holds more than a few labels, even
@@ -1267,6 +1339,9 @@ TORCH_LIBRARY(gs_cpu_rasterizer, m) {
   m.def("vote(Tensor means2d, Tensor conics, Tensor opacities, Tensor tile_offsets, Tensor isect_gids,"
         " Tensor weights, int num_threads) -> Tensor",
         &rasterize_vote);
+  m.def("contribution(Tensor means2d, Tensor conics, Tensor opacities, Tensor tile_offsets, Tensor isect_gids,"
+        " int width, int height, int num_threads) -> (Tensor, Tensor)",
+        &rasterize_contribution);
   m.def("vote_labels(Tensor means2d, Tensor conics, Tensor opacities, Tensor tile_offsets, Tensor isect_gids,"
         " Tensor labels, int num_labels, int num_threads) -> Tensor",
         &rasterize_vote_labels);

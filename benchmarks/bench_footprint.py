@@ -197,21 +197,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prune-repeats", type=int, default=1)
     ap.add_argument("--work", type=Path, default=REPO / "output" / "bench_footprint", help="models and outputs")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time the ops with process CPU time and 1 thread (a busy machine inflates wall-clock)")
     args = ap.parse_args(argv)
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
+        args.threads = 1
     threads = args.threads or (os.cpu_count() or 1)
     torch.set_num_threads(threads)
     from gaussian_renderer import native
 
     native.ops()
-    print(f"threads {threads}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at start "
-          "(shared machine: compare ratios)")
+    print(f"threads {threads}; clock {'process CPU time' if args.cpu_time else 'wall'}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at start (shared machine: compare ratios)")
     rows = []
     for n in args.gaussians:
         for size in args.sizes:
             rows.append(bench_modes(args.model, n * 1e6, size, args.views, threads, args.repeats))
             print(f"  done {rows[-1]['gaussians']:,} Gaussians at {size}^2", flush=True)
     print_modes(rows)
-    result: dict[str, Any] = {"threads": threads, "modes": rows}
+    result: dict[str, Any] = {"threads": threads, "clock": "process" if args.cpu_time else "wall", "modes": rows}
     if args.prune:
         if args.base is None:
             ap.error("--prune needs --base (e.g. git worktree add ../base <commit>)")

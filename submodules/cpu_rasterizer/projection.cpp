@@ -185,7 +185,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> project_forward(const Tensor& means, 
     om[2 * i] = mx;
     om[2 * i + 1] = my;
     od[i] = f.p[2];
-    if (cull && cull_bound(f, ps + 3 * i, mx, my, gx, gy)) {
+    // a centre inside the image always gets a tile of Inria's rect (r >= 1): only the others can be culled
+    const bool inside = f.valid && mx >= 0.0f && mx < static_cast<float>(width) && my >= 0.0f &&
+                        my < static_cast<float>(height);
+    if (cull && !inside && cull_bound(f, ps + 3 * i, mx, my, gx, gy)) {
       oc[3 * i] = oc[3 * i + 1] = oc[3 * i + 2] = 0.0f;
       orad[i] = 0;
       continue;

@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="kernel threads (0: all cores)")
     ap.add_argument("--repeats", type=int, default=3, help="min over this many calls per op")
     ap.add_argument("--prune", action="store_true", help="also time prune.py end to end against --base")
+    ap.add_argument("--no-modes", action="store_true", help="skip the per-op table (prune.py only)")
     ap.add_argument("--base", type=Path, default=None, help="checkout of the code before the change (git worktree)")
     ap.add_argument("--prune-repeats", type=int, default=1)
     ap.add_argument("--work", type=Path, default=REPO / "output" / "bench_footprint", help="models and outputs")
@@ -212,11 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"threads {threads}; clock {'process CPU time' if args.cpu_time else 'wall'}; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at start (shared machine: compare ratios)")
     rows = []
-    for n in args.gaussians:
+    for n in ([] if args.no_modes else args.gaussians):
         for size in args.sizes:
             rows.append(bench_modes(args.model, n * 1e6, size, args.views, threads, args.repeats))
             print(f"  done {rows[-1]['gaussians']:,} Gaussians at {size}^2", flush=True)
-    print_modes(rows)
+    if rows:
+        print_modes(rows)
     result: dict[str, Any] = {"threads": threads, "clock": "process" if args.cpu_time else "wall", "modes": rows}
     if args.prune:
         if args.base is None:

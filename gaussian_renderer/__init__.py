@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gaussian_renderer.rasterization import (BackendUnavailable, PreparedGaussians, SparseVotes, available_backends,
-                                             contribution_tensors, footprint_tiles_tensors, num_tiles,
+from gaussian_renderer.rasterization import (BackendUnavailable, Contribution, PreparedGaussians, SparseVotes,
+                                             available_backends, contribution_tensors, footprint_tiles_tensors, num_tiles,
                                              prepare_gaussians, rasterize, resolve_backend, vote_labels_tensors,
                                              vote_tensors)
 from utils.sh import eval_sh
@@ -22,7 +22,7 @@ from utils.sh import eval_sh
 __all__ = ["render", "vote", "vote_labels", "contribution", "footprint_tiles", "rasterize", "vote_tensors",
            "vote_labels_tensors", "contribution_tensors", "footprint_tiles_tensors", "prepare_gaussians",
            "PreparedGaussians", "SparseVotes", "available_backends", "resolve_backend", "BackendUnavailable",
-           "sh_colors", "num_tiles"]
+           "sh_colors", "num_tiles", "Contribution"]
 
 
 def sh_colors(camera: Any, gaussians: Any, native: bool = False, num_threads: int = 0) -> Tensor:  # -> [N, 3]
@@ -84,10 +84,10 @@ def vote_labels(camera: Any, gaussians: Any, labels: Union[Tensor, np.ndarray], 
                                num_threads=num_threads, sparse=sparse)
 
 
-def contribution(camera: Any, gaussians: Any, backend: str = "auto",
-                 num_threads: int = 0) -> tuple[Tensor, Optional[Tensor]]:
-    """(contribution [N] float32 = vote(camera, gaussians, ones[H, W, 1])[:, 0], stoppers [H, W] int32 or None):
-    stoppers[p] = the Gaussian at which pixel p's compositing stopped, -1 if none (cpu backend only)."""
+def contribution(camera: Any, gaussians: Any, backend: str = "auto", num_threads: int = 0) -> Contribution:
+    """Contribution(mass [N] float32 = vote(camera, gaussians, ones[H, W, 1])[:, 0], stoppers [H, W] int32,
+    stopper_tiles [P] int32, stopper_ids [P] int32): the Gaussian at which each pixel's compositing stopped (-1:
+    none) and the distinct (tile, stopper) pairs; the last three are None off the cpu backend."""
     g = prepare_gaussians(gaussians)
     return contribution_tensors(g.means, g.quats, g.scales, g.opacities, camera.viewmat(g.means.device),
                                 camera.K(g.means.device), camera.width, camera.height, backend=backend,

@@ -216,9 +216,10 @@ def vote_labels_native(proj: Projected, opacities: Tensor, labels: Tensor, num_l
 
 
 def contribution_native(proj: Projected, opacities: Tensor, width: int, height: int, num_threads: int,
-                        footprint: str = "tight") -> tuple[Tensor, Tensor]:
+                        footprint: str = "tight") -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(contribution [N] float32 = vote with unit weights, stoppers [H, W] int32: the Gaussian at which each
-    pixel's compositing stopped, -1 where it ran to the end of the list)."""
+    pixel's compositing stopped, -1 where it ran to the end of the list, and the distinct (tile, stopper) pairs
+    stopper_tiles [P] int32, stopper_ids [P] int32, sorted by (tile, id))."""
     with torch.no_grad():
         offsets, gids, _ = bin_gaussians(proj, opacities, width, height, num_threads, footprint)
         return _ops().contribution(*_screen(proj, opacities), offsets, gids, width, height, num_threads)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -289,6 +289,15 @@ def vote_labels_tensors(
     return g.to(torch.int32).cpu(), lbl.to(torch.int32).cpu(), votes[g, lbl].cpu()
 
 
+class Contribution(NamedTuple):
+    """What the contribution pass returns (see contribution_tensors)."""
+
+    mass: Tensor                         # [N] float32, sum over pixels of alpha*T (vote with unit weights)
+    stoppers: Optional[Tensor]           # [H, W] int32, the Gaussian that stopped each pixel, -1: none
+    stopper_tiles: Optional[Tensor]      # [P] int32, 16x16 tile (row-major) of each distinct (tile, stopper) pair
+    stopper_ids: Optional[Tensor]        # [P] int32, its Gaussian; pairs sorted by (tile, id)
+
+
 def contribution_tensors(
     means: Tensor,      # [N, 3]
     quats: Tensor,      # [N, 4] wxyz
@@ -301,19 +310,20 @@ def contribution_tensors(
     backend: str = "cpu",
     near: float = 0.2,
     num_threads: int = 0,
-) -> tuple[Tensor, Optional[Tensor]]:
-    """(contribution [N] float32 = sum over pixels of alpha*T, i.e. vote with unit weights, stoppers [H, W] int32
-    or None). stoppers[p] is the Gaussian at which pixel p's compositing stopped (T would have dropped below
-    1e-4; it is not composited there), -1 if none: removing a zero-contribution Gaussian changes only the pixels
-    it stops. Only the cpu backend reports stoppers."""
+) -> Contribution:
+    """Contribution(mass [N] float32 = sum over pixels of alpha*T, i.e. vote with unit weights, stoppers,
+    stopper_tiles, stopper_ids). stoppers[p] is the Gaussian at which pixel p's compositing stopped (T would have
+    dropped below 1e-4; it is not composited there), -1 if none: removing a zero-contribution Gaussian changes
+    only the pixels it stops. Only the cpu backend reports stoppers (None elsewhere)."""
     backend = resolve_backend(backend, means.device)
     if backend == "cpu":
         from gaussian_renderer.cpu import contribution_native
 
         proj = _project_for_vote(means, quats, scales, viewmat, K, width, height, near, num_threads, "tight")
-        return contribution_native(proj, opacities.reshape(-1).detach(), width, height, num_threads)
+        return Contribution(*contribution_native(proj, opacities.reshape(-1).detach(), width, height, num_threads))
     ones = torch.ones(height, width, 1, dtype=torch.float32, device=means.device)
-    return vote_tensors(means, quats, scales, opacities, viewmat, K, ones, backend, near, num_threads)[:, 0], None
+    mass = vote_tensors(means, quats, scales, opacities, viewmat, K, ones, backend, near, num_threads)[:, 0]
+    return Contribution(mass, None, None, None)
 
 
 def footprint_tiles_tensors(

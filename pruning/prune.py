@@ -99,14 +99,6 @@ class Stoppers:
         return mask
 
 
-def _stopper_pairs(stoppers: Tensor, n: int) -> tuple[Tensor, Tensor]:  # stoppers: [H, W] int32 -> ([P], [P])
-    h, w = stoppers.shape
-    ys, xs = torch.nonzero(stoppers >= 0, as_tuple=True)
-    tiles = (ys // 16) * ((w + 15) // 16) + xs // 16
-    key = torch.unique(tiles * n + stoppers[ys, xs].long())
-    return key // n, key % n
-
-
 def contribution_and_stoppers(gaussians: GaussianModel, cameras: Sequence[Camera],
                               opts: RenderOptions) -> tuple[Tensor, Optional[Stoppers]]:
     """(sum over every pixel of every view of alpha*T per Gaussian [N] float64, the views' Stoppers or None when
@@ -117,14 +109,13 @@ def contribution_and_stoppers(gaussians: GaussianModel, cameras: Sequence[Camera
     pairs: Optional[Stoppers] = Stoppers([], [], [])
     with torch.no_grad():
         for cam in _bar(cameras, "contribution", opts):
-            c, stop = view_contribution(cam, prepared, backend=opts.backend, num_threads=opts.num_threads)
-            total += c.double()
-            if stop is None or pairs is None:
+            c = view_contribution(cam, prepared, backend=opts.backend, num_threads=opts.num_threads)
+            total += c.mass.double()
+            if c.stopper_ids is None or pairs is None:
                 pairs = None
                 continue
-            tiles, gids = _stopper_pairs(stop.cpu(), max(n, 1))
-            pairs.tiles.append(tiles)
-            pairs.gaussians.append(gids)
+            pairs.tiles.append(c.stopper_tiles.long().cpu())
+            pairs.gaussians.append(c.stopper_ids.long().cpu())
             pairs.num_tiles.append(num_tiles(cam.width, cam.height))
     return total, pairs
 

@@ -47,6 +47,7 @@ CALLS = {
     "vote_labels": lambda a: _ops().vote_labels(a["m2"], a["con"], a["op"], a["off"], a["gids"], a["labels"], 2, 1),
     "vote_labels_sparse": lambda a: _ops().vote_labels_sparse(a["m2"], a["con"], a["op"], a["off"], a["gids"],
                                                              a["labels"], 2, 1),
+    "contribution": lambda a: _ops().contribution(a["m2"], a["con"], a["op"], a["off"], a["gids"], W, H, 1),
 }
 
 # (op, argument to break, replacement, expected message fragment)
@@ -70,6 +71,8 @@ BROKEN = [
     ("vote_labels", "con", lambda a: a["con"][:, :2].contiguous(), r"conics must have shape \[50, 3\]"),
     ("vote_labels_sparse", "labels", lambda a: a["labels"].long(), "labels must be Int"),
     ("vote_labels_sparse", "m2", lambda a: a["m2"].to("meta"), "must be a CPU tensor"),
+    ("contribution", "off", lambda a: a["off"][::2].contiguous(), "tile_offsets must have shape"),
+    ("contribution", "gids", lambda a: a["gids"] - 1, r"Gaussian id\(s\) outside"),
 ]
 
 
@@ -80,7 +83,7 @@ def test_wrong_input_is_a_clear_error(op: str, arg: str, breaker, match: str) ->
     args[arg] = breaker(args)
     with pytest.raises(RuntimeError, match=match) as info:
         CALLS[op](args)
-    assert op.split("_")[0] in str(info.value) or "sh" in str(info.value)
+    assert op in str(info.value) or (op.startswith("sh") and "sh" in str(info.value))
 
 
 def test_every_op_has_a_wrong_input_case() -> None:

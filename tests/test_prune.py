@@ -244,14 +244,18 @@ def test_contribution_kernel_equals_the_unit_vote_and_finds_the_stopper() -> Non
     if BACKEND != "cpu":
         pytest.skip("stopper reports need the cpu backend")
     model, cams = stopper_scene()
-    c, stop = contribution(cams[0], model, backend="cpu")
+    c, stop, tiles, ids = contribution(cams[0], model, backend="cpu")
     ones = torch.ones(cams[0].height, cams[0].width, 1)
     from gaussian_renderer import vote
     assert torch.equal(c.view(torch.int32), vote(cams[0], model, ones, backend="cpu")[:, 0].view(torch.int32))
     assert stop.shape == (32, 32) and stop.dtype == torch.int32
     assert (stop == 2).float().mean() > 0.9  # the blocker stops camera A's loop nearly everywhere
-    _, stop_b = contribution(cams[1], model, backend="cpu")
-    assert (stop_b == -1).all()  # camera B never reaches T < 1e-4
+    _, stop_b, tiles_b, _ = contribution(cams[1], model, backend="cpu")
+    assert (stop_b == -1).all() and tiles_b.numel() == 0  # camera B never reaches T < 1e-4
+    # the pairs are the distinct (tile, stopper) of the map, sorted
+    ys, xs = torch.nonzero(stop >= 0, as_tuple=True)
+    key = torch.unique((ys // 16 * 2 + xs // 16).long() * 8 + stop[ys, xs].long())
+    assert torch.equal(tiles.long() * 8 + ids.long(), key)
 
 
 def test_native_per_gaussian_kernels_do_not_depend_on_position() -> None:

@@ -1137,12 +1137,13 @@ Tensor rasterize_vote(const Tensor& means2d,    // [N, 2]
 }
 
 // ------------------------------------------------------------------------------------------------------------
-// Contribution: (contribution [N] = sum over pixels of alpha * T, bit-identical to vote with weights = 1, and
+// Contribution: (contribution [N] = sum over pixels of alpha * T, bit-identical to vote with weights = 1,
 // stoppers [H, W] int32 = the Gaussian at which the pixel's loop stopped (T would have fallen below 1e-4; it
-// is not composited there), -1 where the loop ran to the end of the list). A Gaussian with zero contribution
-// changes no pixel when removed, except the pixels it stops (pruning/prune.py verifies those).
+// is not composited there), -1 where the loop ran to the end of the list, and the distinct (tile, stopper)
+// pairs as stopper_tiles [P] int32, stopper_ids [P] int32 sorted by (tile, id)). A Gaussian with zero
+// contribution changes no pixel when removed, except the pixels it stops (pruning/prune.py verifies those).
 // ------------------------------------------------------------------------------------------------------------
-std::tuple<Tensor, Tensor> rasterize_contribution(const Tensor& means2d,    // [N, 2]
+std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_contribution(const Tensor& means2d,    // [N, 2]
                                                   const Tensor& conics,     // [N, 3]
                                                   const Tensor& opacities,  // [N]
                                                   const Tensor& offsets,    // [T + 1] int64 from bin
@@ -1158,10 +1159,15 @@ std::tuple<Tensor, Tensor> rasterize_contribution(const Tensor& means2d,    // [
   std::vector<uint8_t> used(static_cast<size_t>(bins.total), 0);
   Tensor stoppers = at::empty({height, width}, gids.options());
   int32_t* ps = stoppers.data_ptr<int32_t>();
+  std::vector<std::vector<int32_t>> pair_ids(nt);  // per thread: distinct stoppers of its tiles, tile by tile
+  std::vector<int32_t> tile_thread(grid.count(), -1);
+  std::vector<int64_t> tile_begin(grid.count(), 0), tile_end(grid.count(), 0);
 #pragma omp parallel num_threads(nt)
   {
     TileState st;
     alignas(32) int32_t stopper[kTilePix];
+    int32_t distinct[kTilePix];
+    std::vector<int32_t>& ids = pair_ids[omp_get_thread_num()];
     vf8 acc = splat(0.0f);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t tile = 0; tile < grid.count(); ++tile) {
@@ -1178,14 +1184,37 @@ std::tuple<Tensor, Tensor> rasterize_contribution(const Tensor& means2d,    // [
       }
       const int tx0 = static_cast<int>(tile % grid.gx) * kTile, ty0 = static_cast<int>(tile / grid.gx) * kTile;
       const int tw = std::min(kTile, grid.width - tx0), th = std::min(kTile, grid.height - ty0);
-      for (int y = 0; y < th; ++y)
+      int nd = 0;
+      for (int y = 0; y < th; ++y) {
         std::memcpy(ps + static_cast<int64_t>(ty0 + y) * width + tx0, stopper + y * kTile, sizeof(int32_t) * tw);
+        for (int x = 0; x < tw; ++x)
+          if (stopper[y * kTile + x] >= 0) distinct[nd++] = stopper[y * kTile + x];
+      }
+      std::sort(distinct, distinct + nd);
+      tile_thread[tile] = omp_get_thread_num();
+      tile_begin[tile] = static_cast<int64_t>(ids.size());
+      for (int j = 0; j < nd; ++j)
+        if (j == 0 || distinct[j] != distinct[j - 1]) ids.push_back(distinct[j]);
+      tile_end[tile] = static_cast<int64_t>(ids.size());
     }
   }
   Tensor contrib = at::empty({n}, means2d.options());
   float* pc = contrib.data_ptr<float>();
   reduce_rows(rows.get(), 1, bins.gid, used.data(), bins.total, n, nt, [&](int64_t i, const float* s) { pc[i] = s[0]; });
-  return {contrib, stoppers};
+  int64_t np = 0;
+  for (int64_t t = 0; t < grid.count(); ++t) np += tile_end[t] - tile_begin[t];
+  Tensor pair_tiles = at::empty({np}, gids.options()), pair_gids = at::empty({np}, gids.options());
+  int32_t *pt = pair_tiles.data_ptr<int32_t>(), *pg = pair_gids.data_ptr<int32_t>();
+  int64_t w = 0;
+  for (int64_t t = 0; t < grid.count(); ++t) {
+    if (tile_thread[t] < 0) continue;
+    const std::vector<int32_t>& ids = pair_ids[tile_thread[t]];
+    for (int64_t j = tile_begin[t]; j < tile_end[t]; ++j, ++w) {
+      pt[w] = static_cast<int32_t>(t);
+      pg[w] = ids[j];
+    }
+  }
+  return {contrib, stoppers, pair_tiles, pair_gids};
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -1422,7 +1451,7 @@ TORCH_LIBRARY(gs_cpu_rasterizer, m) {
         " Tensor weights, int num_threads) -> Tensor",
         &rasterize_vote);
   m.def("contribution(Tensor means2d, Tensor conics, Tensor opacities, Tensor tile_offsets, Tensor isect_gids,"
-        " int width, int height, int num_threads) -> (Tensor, Tensor)",
+        " int width, int height, int num_threads) -> (Tensor, Tensor, Tensor, Tensor)",
         &rasterize_contribution);
   m.def("vote_labels(Tensor means2d, Tensor conics, Tensor opacities, Tensor tile_offsets, Tensor isect_gids,"
         " Tensor labels, int num_labels, int num_threads) -> Tensor",

@@ -79,9 +79,8 @@ def vote_labels(camera: Any, gaussians: Any, labels: Union[Tensor, np.ndarray], 
     if tuple(labels.shape) != (camera.height, camera.width):
         raise ValueError(f"labels must be [H={camera.height}, W={camera.width}], got {tuple(labels.shape)}")
     g = prepare_gaussians(gaussians)
-    return vote_labels_tensors(g.means, g.quats, g.scales, g.opacities, camera.viewmat(g.means.device),
-                               camera.K(g.means.device), labels, num_labels, backend=backend,
-                               num_threads=num_threads, sparse=sparse)
+    return vote_labels_tensors(g, camera.viewmat(g.means.device), camera.K(g.means.device), labels, num_labels,
+                               backend=backend, num_threads=num_threads, sparse=sparse)
 
 
 def contribution(camera: Any, gaussians: Any, backend: str = "auto", num_threads: int = 0) -> Contribution:
@@ -89,13 +88,12 @@ def contribution(camera: Any, gaussians: Any, backend: str = "auto", num_threads
     stopper_tiles [P] int32, stopper_ids [P] int32): the Gaussian at which each pixel's compositing stopped (-1:
     none) and the distinct (tile, stopper) pairs; the last three are None off the cpu backend."""
     g = prepare_gaussians(gaussians)
-    return contribution_tensors(g.means, g.quats, g.scales, g.opacities, camera.viewmat(g.means.device),
-                                camera.K(g.means.device), camera.width, camera.height, backend=backend,
-                                num_threads=num_threads)
+    return contribution_tensors(g, camera.viewmat(g.means.device), camera.K(g.means.device), camera.width,
+                                camera.height, backend=backend, num_threads=num_threads)
 
 
 def footprint_tiles(camera: Any, gaussians: Any, num_threads: int = 0) -> Tensor:  # -> [num_tiles] bool
     """The 16x16 tiles (row-major) the Gaussians can reach with alpha >= 1/255 in this view (cpu)."""
     g = prepare_gaussians(gaussians)
-    return footprint_tiles_tensors(g.means, g.quats, g.scales, g.opacities, camera.viewmat(g.means.device),
-                                   camera.K(g.means.device), camera.width, camera.height, num_threads=num_threads)
+    return footprint_tiles_tensors(g, camera.viewmat(g.means.device), camera.K(g.means.device), camera.width,
+                                   camera.height, num_threads=num_threads)

@@ -195,8 +195,9 @@ def vote_tensors(
     if backend == "cpu":
         from gaussian_renderer.cpu import vote_native
 
-        proj = _project_for_vote(means, quats, scales, viewmat, K, width, height, near, num_threads, footprint)
-        return vote_native(proj, opacities.detach(), weights, width, height, num_threads, footprint)
+        g = PreparedGaussians(means.detach(), quats.detach(), scales.detach(), opacities.detach())
+        proj = _project_for_vote(g, viewmat, K, width, height, near, num_threads, footprint)
+        return vote_native(proj, g.opacities, weights, width, height, num_threads, footprint)
     with torch.enable_grad():
         x = torch.zeros(means.shape[0], nk, dtype=means.dtype, device=means.device, requires_grad=True)
         out = rasterize(means.detach(), quats.detach(), scales.detach(), opacities.detach(), x, viewmat, K, width,
@@ -207,15 +208,15 @@ def vote_tensors(
     return grad.float()
 
 
-def _project_for_vote(means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Tensor, width: int,
-                      height: int, near: float, num_threads: int, footprint: str) -> Any:  # -> Projected
+def _project_for_vote(g: PreparedGaussians, viewmat: Tensor, K: Tensor, width: int, height: int, near: float,
+                      num_threads: int, footprint: str) -> Any:  # -> Projected
     from gaussian_renderer.cpu import check_footprint, project
 
-    if means.device.type != "cpu":
-        raise ValueError(f"backend 'cpu' needs CPU tensors, got {means.device}")
+    if g.means.device.type != "cpu":
+        raise ValueError(f"backend 'cpu' needs CPU tensors, got {g.means.device}")
     with torch.no_grad():
-        return project(means.detach(), quats.detach(), scales.detach(), viewmat, K, width, height, near,
-                       num_threads, cull=check_footprint(footprint))
+        return project(g.means, g.quats, g.scales, viewmat, K, width, height, near, num_threads,
+                       cull=check_footprint(footprint))
 
 
 def num_tiles(width: int, height: int) -> int:
@@ -248,10 +249,7 @@ def check_label_map(labels: Union[Tensor, np.ndarray], num_labels: int, width: i
 
 
 def vote_labels_tensors(
-    means: Tensor,                      # [N, 3]
-    quats: Tensor,                      # [N, 4] wxyz
-    scales: Tensor,                     # [N, 3]
-    opacities: Tensor,                  # [N]
+    gaussians: PreparedGaussians,
     viewmat: Tensor,                    # [4, 4]
     K: Tensor,                          # [3, 3]
     labels: Union[Tensor, np.ndarray],  # [H, W] int, 0 = background, 1..L labels
@@ -270,18 +268,19 @@ def vote_labels_tensors(
     """
     height, width = int(labels.shape[0]), int(labels.shape[1])
     lab = check_label_map(labels, num_labels, width, height)
-    opacities = opacities.reshape(-1)
-    backend = resolve_backend(backend, means.device)
+    g = gaussians
+    backend = resolve_backend(backend, g.means.device)
     if backend == "cpu":
         from gaussian_renderer.cpu import vote_labels_native
 
-        proj = _project_for_vote(means, quats, scales, viewmat, K, width, height, near, num_threads, footprint)
-        return vote_labels_native(proj, opacities.detach(), lab, num_labels, num_threads, footprint, sparse)
+        proj = _project_for_vote(g, viewmat, K, width, height, near, num_threads, footprint)
+        return vote_labels_native(proj, g.opacities, lab, num_labels, num_threads, footprint, sparse)
     parts = []  # one-hot weights, MAX_CHANNELS_PER_PASS channels at a time (memory: [H, W, K] floats)
     for a in range(0, num_labels + 1, MAX_CHANNELS_PER_PASS):
         k = torch.arange(a, min(a + MAX_CHANNELS_PER_PASS, num_labels + 1), dtype=lab.dtype)
-        onehot = (lab[:, :, None] == k).to(means.device, torch.float32)
-        parts.append(vote_tensors(means, quats, scales, opacities, viewmat, K, onehot, backend, near, num_threads))
+        onehot = (lab[:, :, None] == k).to(g.means.device, torch.float32)
+        parts.append(vote_tensors(g.means, g.quats, g.scales, g.opacities, viewmat, K, onehot, backend, near,
+                                  num_threads))
     votes = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
     if not sparse:
         return votes
@@ -298,49 +297,30 @@ class Contribution(NamedTuple):
     stopper_ids: Optional[Tensor]        # [P] int32, its Gaussian; pairs sorted by (tile, id)
 
 
-def contribution_tensors(
-    means: Tensor,      # [N, 3]
-    quats: Tensor,      # [N, 4] wxyz
-    scales: Tensor,     # [N, 3]
-    opacities: Tensor,  # [N]
-    viewmat: Tensor,    # [4, 4]
-    K: Tensor,          # [3, 3]
-    width: int,
-    height: int,
-    backend: str = "cpu",
-    near: float = 0.2,
-    num_threads: int = 0,
-) -> Contribution:
+def contribution_tensors(gaussians: PreparedGaussians, viewmat: Tensor, K: Tensor, width: int, height: int,
+                         backend: str = "cpu", near: float = 0.2, num_threads: int = 0) -> Contribution:
+    # viewmat: [4, 4] world-to-camera, K: [3, 3]
     """Contribution(mass [N] float32 = sum over pixels of alpha*T, i.e. vote with unit weights, stoppers,
     stopper_tiles, stopper_ids). stoppers[p] is the Gaussian at which pixel p's compositing stopped (T would have
     dropped below 1e-4; it is not composited there), -1 if none: removing a zero-contribution Gaussian changes
     only the pixels it stops. Only the cpu backend reports stoppers (None elsewhere)."""
-    backend = resolve_backend(backend, means.device)
+    g = gaussians
+    backend = resolve_backend(backend, g.means.device)
     if backend == "cpu":
         from gaussian_renderer.cpu import contribution_native
 
-        proj = _project_for_vote(means, quats, scales, viewmat, K, width, height, near, num_threads, "tight")
-        return Contribution(*contribution_native(proj, opacities.reshape(-1).detach(), width, height, num_threads))
-    ones = torch.ones(height, width, 1, dtype=torch.float32, device=means.device)
-    mass = vote_tensors(means, quats, scales, opacities, viewmat, K, ones, backend, near, num_threads)[:, 0]
+        proj = _project_for_vote(g, viewmat, K, width, height, near, num_threads, "tight")
+        return Contribution(*contribution_native(proj, g.opacities, width, height, num_threads))
+    ones = torch.ones(height, width, 1, dtype=torch.float32, device=g.means.device)
+    mass = vote_tensors(g.means, g.quats, g.scales, g.opacities, viewmat, K, ones, backend, near, num_threads)[:, 0]
     return Contribution(mass, None, None, None)
 
 
-def footprint_tiles_tensors(
-    means: Tensor,      # [N, 3]
-    quats: Tensor,      # [N, 4] wxyz
-    scales: Tensor,     # [N, 3]
-    opacities: Tensor,  # [N]
-    viewmat: Tensor,    # [4, 4]
-    K: Tensor,          # [3, 3]
-    width: int,
-    height: int,
-    near: float = 0.2,
-    num_threads: int = 0,
-) -> Tensor:            # [num_tiles] bool
+def footprint_tiles_tensors(gaussians: PreparedGaussians, viewmat: Tensor, K: Tensor, width: int, height: int,
+                            near: float = 0.2, num_threads: int = 0) -> Tensor:  # -> [num_tiles] bool
     """The 16x16 tiles the Gaussians' tight footprints reach (cpu): outside them every pixel has alpha < 1/255,
-    so removing these Gaussians cannot change a pixel there."""
+    so removing these Gaussians cannot change a pixel there. viewmat: [4, 4], K: [3, 3]."""
     from gaussian_renderer.cpu import touched_tiles
 
-    proj = _project_for_vote(means, quats, scales, viewmat, K, width, height, near, num_threads, "tight")
-    return touched_tiles(proj, opacities.reshape(-1).detach(), width, height, num_threads)
+    proj = _project_for_vote(gaussians, viewmat, K, width, height, near, num_threads, "tight")
+    return touched_tiles(proj, gaussians.opacities, width, height, num_threads)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from gaussian_renderer import prepare_gaussians, render
-from gaussian_renderer import num_tiles
+from gaussian_renderer import PreparedGaussians, num_tiles
 from gaussian_renderer.cpu import bin_gaussians, project
 from gaussian_renderer.rasterization import rasterize, vote_labels_tensors, vote_tensors
 
@@ -103,9 +103,11 @@ def outputs(scene: dict, footprint: str, threads: int = 0) -> dict[str, Tensor]:
     geo = [scene[k] for k in ("means", "quats", "scales", "opacities", "viewmat", "K")]
     res["votes"] = vote_tensors(*geo, weights, num_threads=threads, footprint=footprint)
     labels = torch.randint(0, 4, (h, w), generator=g)
-    res["label_votes"] = vote_labels_tensors(*geo, labels, 3, num_threads=threads, footprint=footprint)
+    prepared = PreparedGaussians(*geo[:4])
+    res["label_votes"] = vote_labels_tensors(prepared, *geo[4:], labels, 3, num_threads=threads, footprint=footprint)
     for key, t in zip(("sparse_g", "sparse_l", "sparse_m"),
-                      vote_labels_tensors(*geo, labels, 3, num_threads=threads, footprint=footprint, sparse=True)):
+                      vote_labels_tensors(prepared, *geo[4:], labels, 3, num_threads=threads, footprint=footprint,
+                                          sparse=True)):
         res[key] = t
     return res
 

@@ -147,29 +147,18 @@ static inline vf8 vlog(vf8 x) {
   return (m + y) + ef * 0.693359375f;
 }
 
-static inline vf8 vsqrt(vf8 x) {
-#ifdef __AVX__
-  return (vf8)_mm256_sqrt_ps((__m256)x);
-#else
-  for (int l = 0; l < kLanes; ++l) x[l] = std::sqrt(x[l]);
-  return x;
-#endif
-}
+// Lane-wise sqrt, ceil and floor (exact operations: AVX instructions, else the scalar functions lane by lane).
+enum class Lanewise { kSqrt, kCeil, kFloor };
 
-static inline vf8 vceil(vf8 x) {
+template <Lanewise kOp>
+static inline vf8 lanewise(vf8 x) {
 #ifdef __AVX__
-  return (vf8)_mm256_round_ps((__m256)x, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
-#else
-  for (int l = 0; l < kLanes; ++l) x[l] = std::ceil(x[l]);
-  return x;
-#endif
-}
-
-static inline vf8 vfloor(vf8 x) {
-#ifdef __AVX__
+  if constexpr (kOp == Lanewise::kSqrt) return (vf8)_mm256_sqrt_ps((__m256)x);
+  if constexpr (kOp == Lanewise::kCeil) return (vf8)_mm256_round_ps((__m256)x, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC);
   return (vf8)_mm256_round_ps((__m256)x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
 #else
-  for (int l = 0; l < kLanes; ++l) x[l] = std::floor(x[l]);
+  for (int l = 0; l < kLanes; ++l)
+    x[l] = kOp == Lanewise::kSqrt ? std::sqrt(x[l]) : kOp == Lanewise::kCeil ? std::ceil(x[l]) : std::floor(x[l]);
   return x;
 #endif
 }
@@ -429,11 +418,11 @@ static void footprint_block(const float* m,    // [N, 2]
     deg = ~((det > 0.0f) & (a > 0.0f) & (c > 0.0f));
     const vf8 r2 = 2.0f * (lg > 0.0f ? lg : splat(0.0f)) + 2e-3f;
     const vf8 inv_det = 1.0f / (deg ? splat(1.0f) : det);
-    const vf8 ex = vsqrt(r2 * (deg ? splat(1.0f) : c) * inv_det) * 1.0012f + 0.6f;
-    const vf8 ey = vsqrt(r2 * (deg ? splat(1.0f) : a) * inv_det) * 1.0012f + 0.6f;
+    const vf8 ex = lanewise<Lanewise::kSqrt>(r2 * (deg ? splat(1.0f) : c) * inv_det) * 1.0012f + 0.6f;
+    const vf8 ey = lanewise<Lanewise::kSqrt>(r2 * (deg ? splat(1.0f) : a) * inv_det) * 1.0012f + 0.6f;
     // tiles holding a pixel of [ceil(m - e), floor(m + e)] along each axis (cf. clip_range)
     auto box = [&](vf8 mm, vf8 e, int size, vi8 t0, vi8 t1, vi8& o0, vi8& o1) {
-      const vf8 flo = vceil(mm - e), fhi = vfloor(mm + e);
+      const vf8 flo = lanewise<Lanewise::kCeil>(mm - e), fhi = lanewise<Lanewise::kFloor>(mm + e);
       const vi8 hit = (fhi >= 0.0f) & (flo <= static_cast<float>(size - 1)) & (flo <= fhi);
       vf8 lo = flo < 0.0f ? splat(0.0f) : flo, hi = fhi > static_cast<float>(size - 1) ? splat(size - 1.0f) : fhi;
       lo = hit ? lo : splat(0.0f);
@@ -1325,6 +1314,27 @@ LabelPass label_pass(const std::vector<Packed>& pk, const Bins& bins, const Tile
   return out;
 }
 
+// The checks and the tile pass shared by the dense and the sparse label votes.
+struct LabelVote {
+  int64_t n;
+  int nt;
+  Bins bins;
+  LabelPass pass;
+};
+
+LabelVote checked_label_pass(const char* op, const Tensor& means2d, const Tensor& conics, const Tensor& opacities,
+                             const Tensor& offsets, const Tensor& gids, const Tensor& labels, int64_t num_labels,
+                             int64_t num_threads) {
+  const int64_t n = check_screen(op, means2d, conics, opacities);
+  const int nt = resolve_threads(num_threads);
+  check_labels(op, labels, num_labels, nt);
+  const TileGrid grid = make_grid(op, labels.size(1), labels.size(0));
+  const Bins bins = check_bins(op, offsets, gids, grid, n, nt);
+  std::vector<Packed> pk;
+  pack_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(), n, nt, pk);
+  return {n, nt, bins, label_pass(pk, bins, grid, labels.data_ptr<int32_t>(), num_labels, nt)};
+}
+
 // votes [N, L+1] float32 from labels [H, W] int32: equal to vote(..., weights = one_hot(labels, L+1)).
 Tensor rasterize_vote_labels(const Tensor& means2d,    // [N, 2]
                              const Tensor& conics,     // [N, 3]
@@ -1333,15 +1343,12 @@ Tensor rasterize_vote_labels(const Tensor& means2d,    // [N, 2]
                              const Tensor& gids,       // [M] int32 from bin
                              const Tensor& labels,     // [H, W] int32 in 0..num_labels
                              int64_t num_labels, int64_t num_threads) {
-  const int64_t n = check_screen("vote_labels", means2d, conics, opacities);
-  const int nt = resolve_threads(num_threads);
-  check_labels("vote_labels", labels, num_labels, nt);
-  const TileGrid grid = make_grid("vote_labels", labels.size(1), labels.size(0));
-  const Bins bins = check_bins("vote_labels", offsets, gids, grid, n, nt);
-  std::vector<Packed> pk;
-  pack_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(), n, nt, pk);
-  const LabelPass pass = label_pass(pk, bins, grid, labels.data_ptr<int32_t>(), num_labels, nt);
-  const int64_t nk = num_labels + 1;
+  const LabelVote lv =
+      checked_label_pass("vote_labels", means2d, conics, opacities, offsets, gids, labels, num_labels, num_threads);
+  const int64_t n = lv.n, nk = num_labels + 1;
+  const int nt = lv.nt;
+  const Bins& bins = lv.bins;
+  const LabelPass& pass = lv.pass;
   Tensor votes = at::zeros({n, nk}, means2d.options());
   float* pv = votes.data_ptr<float>();
   // Each thread adds the masses of its own Gaussian range, in intersection order: the dense vote's sum order.
@@ -1366,14 +1373,12 @@ std::tuple<Tensor, Tensor, Tensor> rasterize_vote_labels_sparse(const Tensor& me
                                                                 const Tensor& gids,       // [M] int32
                                                                 const Tensor& labels,     // [H, W] int32
                                                                 int64_t num_labels, int64_t num_threads) {
-  const int64_t n = check_screen("vote_labels_sparse", means2d, conics, opacities);
-  const int nt = resolve_threads(num_threads);
-  check_labels("vote_labels_sparse", labels, num_labels, nt);
-  const TileGrid grid = make_grid("vote_labels_sparse", labels.size(1), labels.size(0));
-  const Bins bins = check_bins("vote_labels_sparse", offsets, gids, grid, n, nt);
-  std::vector<Packed> pk;
-  pack_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(), n, nt, pk);
-  const LabelPass pass = label_pass(pk, bins, grid, labels.data_ptr<int32_t>(), num_labels, nt);
+  const LabelVote lv = checked_label_pass("vote_labels_sparse", means2d, conics, opacities, offsets, gids, labels,
+                                          num_labels, num_threads);
+  const int64_t n = lv.n;
+  const int nt = lv.nt;
+  const Bins& bins = lv.bins;
+  const LabelPass& pass = lv.pass;
 
   // Group the masses by Gaussian (counting sort; each thread handles its own Gaussian range and keeps the
   // intersection order), then per Gaussian: stable sort by label, sum equal labels in order, compact.

@@ -101,8 +101,8 @@ def time_view(g: Any, cam: Any, labels: torch.Tensor, footprint: str, threads: i
         res["vote"], _ = _min_time(lambda: ops.vote_labels(m2, con, op, off, gids, labels, 1, threads), repeats)
         feats = torch.cat([torch.rand(len(g), 3, generator=torch.Generator().manual_seed(0)), proj.depths[:, None]],
                           1).contiguous()
-        res["forward"], (_, t_final, last) = _min_time(lambda: ops.forward(m2, con, op, feats, off, gids, w, h, threads),
-                                                       repeats)
+        res["forward"], (_, t_final, last) = _min_time(
+            lambda: ops.forward(m2, con, op, feats, off, gids, w, h, threads), repeats)
         d_out = torch.randn(3, h, w, generator=torch.Generator().manual_seed(1))
         d_t = torch.zeros(h, w)
         res["backward"], _ = _min_time(lambda: ops.backward(m2, con, op, feats, off, gids, t_final, last, d_out, d_t,
@@ -146,8 +146,9 @@ def print_modes(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         i, t = r["inria"], r["tight"]
         cells = " | ".join(f"{i[k] * 1e3:>8.1f}/{t[k] * 1e3:<8.1f} {i[k] / t[k]:>5.2f}" for k in OPS)
-        print(f"{r['gaussians']:>9,} {r['size']:>5} | {i['intersections'] / 1e6:>15.2f}M {t['intersections'] / 1e6:>9.2f}M "
-              f"{i['intersections'] / t['intersections']:>6.2f} | {cells}")
+        ni, ntight = i["intersections"], t["intersections"]
+        print(f"{r['gaussians']:>9,} {r['size']:>5} | {ni / 1e6:>15.2f}M {ntight / 1e6:>9.2f}M {ni / ntight:>6.2f} | "
+              f"{cells}")
 
 
 # ----- prune.py end to end, this checkout against another (the code before the change) ----------------------

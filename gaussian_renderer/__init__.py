@@ -14,15 +14,15 @@ import torch
 from torch import Tensor
 
 from gaussian_renderer.rasterization import (BackendUnavailable, Contribution, PreparedGaussians, SparseVotes,
-                                             available_backends, contribution_tensors, footprint_tiles_tensors, num_tiles,
-                                             prepare_gaussians, rasterize, resolve_backend, vote_labels_tensors,
-                                             vote_tensors)
+                                             available_backends, contribution_tensors, footprint_tiles_tensors,
+                                             num_tiles, prepare_gaussians, rasterize, resolve_backend,
+                                             tile_mask_pixels, vote_labels_tensors, vote_tensors)
 from utils.sh import eval_sh
 
 __all__ = ["render", "vote", "vote_labels", "contribution", "footprint_tiles", "rasterize", "vote_tensors",
            "vote_labels_tensors", "contribution_tensors", "footprint_tiles_tensors", "prepare_gaussians",
            "PreparedGaussians", "SparseVotes", "available_backends", "resolve_backend", "BackendUnavailable",
-           "sh_colors", "num_tiles", "Contribution"]
+           "sh_colors", "num_tiles", "tile_mask_pixels", "Contribution"]
 
 
 def sh_colors(camera: Any, gaussians: Any, native: bool = False, num_threads: int = 0) -> Tensor:  # -> [N, 3]

@@ -33,7 +33,8 @@ def _ops() -> Any:
 class _Project(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, means: Tensor, quats: Tensor, scales: Tensor, view: list[float], intr: list[float],
-                near: float, size: tuple[int, int], cull: bool, num_threads: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                near: float, size: tuple[int, int], cull: bool,
+                num_threads: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         m2, conics, depths, radii = _ops().project_forward(means, quats, scales, view, intr, near, size[0], size[1],
                                                            cull, num_threads)
         ctx.save_for_backward(means, quats, scales)

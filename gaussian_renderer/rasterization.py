@@ -224,6 +224,13 @@ def num_tiles(width: int, height: int) -> int:
     return ((width + 15) // 16) * ((height + 15) // 16)
 
 
+def tile_mask_pixels(tile_mask: Tensor, width: int, height: int) -> Tensor:  # [num_tiles] -> [H, W] bool
+    """The pixels of the masked 16x16 tiles (row-major tiles, as render's tile_mask)."""
+    gx = (width + 15) // 16
+    grid = tile_mask.reshape(-1, gx)
+    return grid.repeat_interleave(16, 0).repeat_interleave(16, 1)[:height, :width]
+
+
 SparseVotes = tuple[Tensor, Tensor, Tensor]  # (gaussian [P] int32, label [P] int32, mass [P] float32)
 MAX_CHANNELS_PER_PASS = 64  # one-hot channels per vote call on the backends without a label-map kernel
 

@@ -51,7 +51,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from gaussian_renderer import contribution as view_contribution
-from gaussian_renderer import footprint_tiles, num_tiles, prepare_gaussians, render, vote
+from gaussian_renderer import PreparedGaussians, footprint_tiles, num_tiles, prepare_gaussians, render, vote
 from scene.cameras import Camera
 from scene.gaussian_model import GaussianModel
 from utils.loss_utils import psnr
@@ -201,15 +201,29 @@ def dirty_tiles(gaussians: GaussianModel, pruned: GaussianModel, removed: Tensor
     if stoppers is None:
         return None
     masks = [stoppers.dirty_tiles(i, removed) for i in range(len(cameras))]
+    composited = prepare_gaussians(gaussians).subset(torch.nonzero(removed & (contribution > 0)).squeeze(1))
+    for i, extra in enumerate(footprints(cameras, [composited, *rerounded(gaussians, pruned, removed)], opts)):
+        masks[i] |= extra
+    return masks
+
+
+def rerounded(gaussians: GaussianModel, pruned: GaussianModel,
+              removed: Tensor) -> tuple[PreparedGaussians, PreparedGaussians]:  # removed: [N] bool
+    """The kept Gaussians whose activated values are not bit-identical in ``pruned`` = gaussians.subset(~removed)
+    (torch's vectorised activations round an element by its position), with their values in either model."""
     before, after = prepare_gaussians(gaussians), prepare_gaussians(pruned)
     keep = torch.nonzero(~removed).squeeze(1)
     changed = before.subset(keep).differs_from(after)
-    composited = torch.nonzero(removed & (contribution > 0)).squeeze(1)  # threshold mode only
-    groups = [(before, composited), (before, keep[changed]), (after, torch.nonzero(changed).squeeze(1))]
-    for g, idx in groups:
-        if idx.numel() == 0:
+    return before.subset(keep[changed]), after.subset(torch.nonzero(changed).squeeze(1))
+
+
+def footprints(cameras: Sequence[Camera], parts: Sequence[PreparedGaussians],
+               opts: RenderOptions) -> list[Tensor]:  # -> per view [num_tiles] bool
+    """Per view, the union of the tight footprints of the Gaussians in ``parts``."""
+    masks = [torch.zeros(num_tiles(c.width, c.height), dtype=torch.bool) for c in cameras]
+    for part in parts:
+        if len(part) == 0:
             continue
-        part = g.subset(idx)
         for i, cam in enumerate(cameras):
             masks[i] |= footprint_tiles(cam, part, opts.num_threads).cpu()
     return masks

@@ -68,7 +68,8 @@ def random_scene(seed: int, n: int, width: int, height: int, principal: tuple[fl
     w2c[:3, :3], w2c[:3, 3] = R, t
     lo, hi = opacity
     return dict(
-        means=torch.tensor(world, dtype=torch.float32), quats=torch.tensor(rng.normal(size=(n, 4)), dtype=torch.float32),
+        means=torch.tensor(world, dtype=torch.float32),
+        quats=torch.tensor(rng.normal(size=(n, 4)), dtype=torch.float32),
         scales=torch.tensor(np.exp(log_scale), dtype=torch.float32),
         opacities=torch.tensor(lo + (hi - lo) * rng.random(n), dtype=torch.float32),
         colors=torch.tensor(rng.random((n, 3)), dtype=torch.float32),

@@ -411,3 +411,31 @@ def test_bad_model_path_is_one_line_exit_2(tmp_path: Path):
     with pytest.raises(UserError, match="point_cloud"):
         run_prune(prune_cfg(empty))
     assert not (tmp_path / "empty_pruned").exists()
+
+
+@pytest.mark.parametrize("against_original", [False, True])
+def test_quality_of_the_pruned_model_needs_one_full_render_per_view(against_original: bool) -> None:
+    """evaluate_pruned renders the pruned model only on the tiles that can differ and reports exactly what two
+    full evaluations report (lossless and lossy removal; photos or the original's renders as reference)."""
+    from pruning.quality import evaluate, evaluate_pruned
+
+    model, cams = demo_model(num_views=5, size=48, seed=2)
+    for c in cams:  # photos: the model's own renders, blurred a little
+        with torch.no_grad():
+            img = render(c, model, torch.zeros(3), backend=BACKEND)["render"].clamp(0, 1)
+        arr = (torch.nn.functional.avg_pool2d(img[None], 3, 1, 1)[0].permute(1, 2, 0).numpy() * 255 + 0.5)
+        c.loader = lambda a=arr.astype(np.uint8): a
+    contrib = total_contribution(model, cams[:2], opts())
+    for threshold in (0.0, 0.02):
+        remove = removal_mask(contrib, threshold)
+        assert 0 < int(remove.sum()) < len(model)
+        pruned = model.subset(~remove)
+        ref = model if against_original else None
+        want_b = None if against_original else evaluate(model, cams, opts())
+        want_a = evaluate(pruned, cams, opts(), ref)
+        got_b, got_a = evaluate_pruned(model, pruned, remove, cams, opts(), against_original)
+        assert (got_a.psnr, got_a.ssim, got_a.num_views) == (want_a.psnr, want_a.ssim, want_a.num_views)
+        if want_b is not None:
+            assert (got_b.psnr, got_b.ssim) == (want_b.psnr, want_b.ssim)
+        else:
+            assert math.isnan(got_b.psnr) and got_b.num_views == len(cams)

@@ -53,7 +53,7 @@ def count_pairs(scene: dict[str, Any], threads: int) -> int:
     with torch.no_grad():
         proj = project_gaussians(scene["means"], scene["quats"], scene["scales"], scene["viewmat"], scene["K"],
                                  scene["width"], scene["height"])
-        _, gids, _ = bin_gaussians(proj, scene["width"], scene["height"], threads)
+        _, gids, _ = bin_gaussians(proj, scene["opacities"], scene["width"], scene["height"], threads, "inria")
     return int(gids.numel()) * 256
 
 
@@ -78,7 +78,7 @@ def time_kernels(scene: dict[str, Any], threads: int, repeats: int) -> dict[str,
     w, h = scene["width"], scene["height"]
     with torch.no_grad():
         proj = project_gaussians(scene["means"], scene["quats"], scene["scales"], scene["viewmat"], scene["K"], w, h)
-        off, gids, _ = bin_gaussians(proj, w, h, threads)
+        off, gids, _ = bin_gaussians(proj, scene["opacities"], w, h, threads)
         m2, con, op = proj.means2d.contiguous(), proj.conics.contiguous(), scene["opacities"].contiguous()
         feats = torch.cat([scene["colors"], proj.depths[:, None]], 1).contiguous()  # RGB + depth, as render does
         res: dict[str, Any] = {}
@@ -148,7 +148,7 @@ def realistic(threads: int, n: int, width: int, height: int) -> dict[str, Any]:
         proj = project_gaussians(scene["means"], scene["quats"], scene["scales"], scene["viewmat"], scene["K"],
                                  width, height)
         tb = CLOCK()
-        bin_gaussians(proj, width, height, threads)
+        bin_gaussians(proj, scene["opacities"], width, height, threads)
         tb = CLOCK() - tb
     return {"gaussians": n, "width": width, "height": height, "pairs": pairs, "forward_s": t1 - t0,
             "backward_s": t2 - t1, "vote_s": t3 - t2, "binning_s": tb,

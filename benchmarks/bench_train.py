@@ -64,9 +64,10 @@ def _phase_step(cam: Any, g: GaussianModel, gt: torch.Tensor, bg: torch.Tensor, 
     t = time.perf_counter()
     w, h = cam.width, cam.height
     colors = sh_colors(cam, g, native=True, num_threads=threads)
-    proj = project(g.get_xyz, g.get_rotation, g.get_scaling, cam.viewmat(), cam.K(), w, h, num_threads=threads)
+    proj = project(g.get_xyz, g.get_rotation, g.get_scaling, cam.viewmat(), cam.K(), w, h, num_threads=threads,
+                   cull=True)
     t = tick("projection+sh", t)
-    offsets, gids, radii = bin_gaussians(proj, w, h, threads)
+    offsets, gids, radii = bin_gaussians(proj, g.get_opacity, w, h, threads)
     t = tick("binning", t)
     vp = torch.zeros(g.get_xyz.shape[0], 3, requires_grad=True)
     means2d = proj.means2d + vp[:, :2] * torch.tensor([0.5 * w, 0.5 * h])

@@ -6,15 +6,22 @@ Function returns TRUE gradients for means2d, conics, opacities
 and colours (no NDC scaling, no halved conic off-diagonal); torch autograd chains them to means, scales,
 rotations, SH and override colours. The single deviation from a plain derivative is Inria's: the 0.99 alpha
 clamp is passed straight through (d alpha / d(opacity * G) = 1 even where alpha was clamped).
+
+Footprints: ``footprint="tight"`` (default) frustum-culls in the projection and bins each Gaussian only to the
+tiles where its alpha can reach 1/255 (opacity-aware box + AccuTile); ``"inria"`` is Inria's 3-sigma square,
+kept as the reference. Every output (images, gradients, votes, radii) is bit-identical between the two
+(tests/test_footprint.py); only the work differs.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
 from gaussian_renderer.projection import Projected
+
+FOOTPRINTS = ("tight", "inria")  # tile binning modes; "inria" is the reference (same outputs, more work)
 
 
 def _ops() -> Any:
@@ -26,8 +33,10 @@ def _ops() -> Any:
 class _Project(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, means: Tensor, quats: Tensor, scales: Tensor, view: list[float], intr: list[float],
-                near: float, num_threads: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        m2, conics, depths, radii = _ops().project_forward(means, quats, scales, view, intr, near, num_threads)
+                near: float, size: tuple[int, int], cull: bool,
+                num_threads: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        m2, conics, depths, radii = _ops().project_forward(means, quats, scales, view, intr, near, size[0], size[1],
+                                                           cull, num_threads)
         ctx.save_for_backward(means, quats, scales)
         ctx.camera = (view, intr, near, num_threads)
         ctx.mark_non_differentiable(radii)
@@ -44,7 +53,7 @@ class _Project(torch.autograd.Function):
         n = means.shape[0]
         dm, dq, ds = _ops().project_backward(means, quats, scales, view, intr, near, grad(d_m2, (n, 2)),
                                              grad(d_conics, (n, 3)), grad(d_depths, (n,)), num_threads)
-        return dm, dq, ds, None, None, None, None
+        return dm, dq, ds, None, None, None, None, None, None
 
 
 def project(
@@ -57,11 +66,14 @@ def project(
     height: int,
     near: float = 0.2,
     num_threads: int = 0,
+    cull: bool = False,
 ) -> Projected:
     """projection.project_gaussians in one native pass (float32 CPU tensors); other dtypes take the torch one.
 
     At 100k Gaussians the torch version costs ~40 ms per training iteration in a few hundred small kernels and
-    their autograd nodes; this is a few ms. tests/test_projection.py checks it against the torch version."""
+    their autograd nodes; this is a few ms. tests/test_projection.py checks it against the torch version.
+    cull=True skips the rotation / covariance work of Gaussians that provably touch no tile of the image
+    (radius 0, conic 0; everything a render computes from the result is unchanged)."""
     from gaussian_renderer.projection import fov_limits, intrinsics, project_gaussians
 
     if not all(t.dtype == torch.float32 and t.device.type == "cpu" for t in (means, quats, scales)):
@@ -70,7 +82,8 @@ def project(
     intr = [fx, fy, cx, cy, *fov_limits(width, height, fx, fy, cx, cy)]
     view = [float(v) for v in viewmat.detach().double().cpu()[:3].reshape(-1).tolist()]
     m2, conics, depths, radii = _Project.apply(means.contiguous(), quats.contiguous(), scales.contiguous(), view,
-                                               intr, float(near), num_threads)
+                                               intr, float(near), (int(width), int(height)), bool(cull),
+                                               num_threads)
     return Projected(means2d=m2, conics=conics, depths=depths, radii=radii)
 
 
@@ -105,10 +118,30 @@ def sh_colors_native(
                            num_threads)
 
 
-def bin_gaussians(proj: Projected, width: int, height: int, num_threads: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(tile_offsets [T+1] int64, isect_gids [M] int32, radii [N] int32 zeroed where no tile is touched)."""
-    offsets, gids, touched = _ops().bin(proj.means2d.detach().float().contiguous(), proj.radii.contiguous(),
-                                        proj.depths.detach().float().contiguous(), width, height, num_threads)
+def check_footprint(footprint: str) -> bool:  # -> tight?
+    if footprint not in FOOTPRINTS:
+        raise ValueError(f"footprint must be one of {', '.join(FOOTPRINTS)}, got {footprint!r}")
+    return footprint == "tight"
+
+
+def bin_gaussians(
+    proj: Projected,
+    opacities: Tensor,                   # [N]
+    width: int,
+    height: int,
+    num_threads: int = 0,
+    footprint: str = "tight",
+    tile_mask: Optional[Tensor] = None,  # [num_tiles] bool: bin to these tiles only (the others stay empty)
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(tile_offsets [T+1] int64, isect_gids [M] int32, radii [N] int32 zeroed where Inria's 3-sigma rect touches
+    no tile). The radii keep Inria's meaning in both footprints (training's densification statistics use them)."""
+    tight = check_footprint(footprint)
+    if tile_mask is not None:
+        tile_mask = tile_mask.to("cpu", torch.bool).contiguous()
+    offsets, gids, touched = _ops().bin(
+        proj.means2d.detach().float().contiguous(), proj.conics.detach().float().contiguous(),
+        opacities.detach().reshape(-1).float().contiguous(), proj.radii.contiguous(),
+        proj.depths.detach().float().contiguous(), width, height, tight, tile_mask, num_threads)
     radii = torch.where(touched > 0, proj.radii, torch.zeros_like(proj.radii))
     return offsets, gids, radii
 
@@ -159,10 +192,41 @@ def composite(
                             num_threads)
 
 
-def vote_native(proj: Projected, opacities: Tensor, weights: Tensor, width: int, height: int,
-                num_threads: int) -> Tensor:  # opacities: [N], weights: [H, W, K] -> [N, K]
+def _screen(proj: Projected, opacities: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return (proj.means2d.detach().float().contiguous(), proj.conics.detach().float().contiguous(),
+            opacities.detach().reshape(-1).float().contiguous())
+
+
+def vote_native(proj: Projected, opacities: Tensor, weights: Tensor, width: int, height: int, num_threads: int,
+                footprint: str = "tight") -> Tensor:  # opacities: [N], weights: [H, W, K] -> [N, K]
     with torch.no_grad():
-        offsets, gids, _ = bin_gaussians(proj, width, height, num_threads)
-        return _ops().vote(proj.means2d.float().contiguous(), proj.conics.float().contiguous(),
-                           opacities.float().contiguous(), offsets, gids, weights.float().contiguous(),
-                           num_threads)
+        offsets, gids, _ = bin_gaussians(proj, opacities, width, height, num_threads, footprint)
+        return _ops().vote(*_screen(proj, opacities), offsets, gids, weights.float().contiguous(), num_threads)
+
+
+def vote_labels_native(proj: Projected, opacities: Tensor, labels: Tensor, num_labels: int, num_threads: int,
+                       footprint: str = "tight", sparse: bool = False) -> Any:
+    """labels [H, W] int32 in 0..L -> votes [N, L+1] float32, or sparse=True: (gaussian [P] int32,
+    label [P] int32, mass [P] float32) sorted by (gaussian, label), the nonzero entries of the same votes."""
+    height, width = labels.shape
+    with torch.no_grad():
+        offsets, gids, _ = bin_gaussians(proj, opacities, width, height, num_threads, footprint)
+        op = _ops().vote_labels_sparse if sparse else _ops().vote_labels
+        return op(*_screen(proj, opacities), offsets, gids, labels.to(torch.int32).contiguous(), int(num_labels),
+                  num_threads)
+
+
+def contribution_native(proj: Projected, opacities: Tensor, width: int, height: int, num_threads: int,
+                        footprint: str = "tight") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(contribution [N] float32 = vote with unit weights, stoppers [H, W] int32: the Gaussian at which each
+    pixel's compositing stopped, -1 where it ran to the end of the list, and the distinct (tile, stopper) pairs
+    stopper_tiles [P] int32, stopper_ids [P] int32, sorted by (tile, id))."""
+    with torch.no_grad():
+        offsets, gids, _ = bin_gaussians(proj, opacities, width, height, num_threads, footprint)
+        return _ops().contribution(*_screen(proj, opacities), offsets, gids, width, height, num_threads)
+
+
+def touched_tiles(proj: Projected, opacities: Tensor, width: int, height: int, num_threads: int) -> Tensor:
+    """[num_tiles] bool: the tiles of the tight footprints (every pixel outside them has alpha < 1/255)."""
+    offsets, _, _ = bin_gaussians(proj, opacities, width, height, num_threads, "tight")
+    return offsets[1:] > offsets[:-1]

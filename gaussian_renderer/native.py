@@ -29,7 +29,7 @@ HEADERS = ("common.h",)  # included by the sources: part of the build key too
 OP_NAMESPACE = "gs_cpu_rasterizer"
 # -march=native: the 8-lane vector code is ~4x faster with AVX2 than as SSE pairs (measured); the build is
 # per machine anyway. -ffp-contract=off keeps FMA contraction from making vector and scalar results differ.
-CFLAGS = ("-O3", "-fopenmp", "-ffp-contract=off", "-march=native", "-Wno-psabi")
+CFLAGS = ("-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-march=native", "-Wno-psabi")
 LDFLAGS = ("-fopenmp",)
 BUILD_TIMEOUT_S = 600.0
 

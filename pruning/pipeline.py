@@ -28,7 +28,7 @@ import torch
 from arguments import ModelParams, read_cfg_args, write_cfg_args
 from gaussian_renderer import resolve_backend
 from pruning.prune import BOUND, DEFAULT_SWEEP, PruneResult, RenderOptions, prune_gaussians, removal_mask
-from pruning.quality import Quality, evaluate
+from pruning.quality import Quality, evaluate, evaluate_pruned
 from scene.cameras import Camera, ImageCache
 from scene.dataset_readers import read_scene
 from scene.gaussian_model import GaussianModel
@@ -322,11 +322,9 @@ def _prune(cfg: PruneConfig, model_path: Path, out: Path, stage: Path, iteration
 
     t0 = time.perf_counter()
     cache = ImageCache(params.image_cache_mb * 2**20) if views.reference == "ground truth" else None
-    reference = gaussians if views.reference == "unpruned render" else None
     # against the unpruned renders the "before" column is the reference itself: not measured
-    before = Quality(float("nan"), float("nan"), len(views.heldout)) if reference is not None else \
-        evaluate(gaussians, views.heldout, opts, None, cache, desc="quality (before)")
-    after = evaluate(pruned, views.heldout, opts, reference, cache, desc="quality (after)")
+    before, after = evaluate_pruned(gaussians, pruned, ~res.keep, views.heldout, opts,
+                                    views.reference == "unpruned render", cache)
     times["quality"] = time.perf_counter() - t0
 
     sweep_rows: list[dict[str, Any]] = []

@@ -67,7 +67,6 @@ DEFAULT_ROUNDS = 4
 MIN_ATOM_FRACTION = 2e-4
 # A label "shows" in a view (and must then be explained by its proposals) above this rendered area fraction.
 VISIBLE_FRACTION = 0.002
-MAX_CHANNELS_PER_PASS = 64
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -163,28 +162,11 @@ def vote_atoms(camera: Any, gaussians: Any, atoms: np.ndarray, name: str, backen
     m = int(atoms.max()) + 1
     area = np.bincount(atoms.ravel(), minlength=m)
     small = atoms.astype(np.uint16) if m < 65536 else atoms
-    if hasattr(gaussian_renderer, "vote_labels"):
-        with torch.no_grad():
-            g, a, v = gaussian_renderer.vote_labels(camera, gaussians, torch.from_numpy(atoms), m - 1,
-                                                    backend=backend, num_threads=num_threads, sparse=True)
-        return AtomVotes(name, area, g.numpy().astype(np.int32), a.numpy().astype(np.int32),
-                         v.numpy().astype(np.float32), small, member)
-    gids, aids, masses = [], [], []  # before the label-map kernel: one-hot chunks of atoms
-    device = gaussians.get_xyz.device
-    flat = atoms.ravel()
-    for a0 in range(0, m, MAX_CHANNELS_PER_PASS):
-        a1 = min(m, a0 + MAX_CHANNELS_PER_PASS)
-        w = np.zeros((flat.size, a1 - a0), np.float32)
-        sel = np.flatnonzero((flat >= a0) & (flat < a1))
-        w[sel, flat[sel] - a0] = 1.0
-        with torch.no_grad():
-            v = gaussian_renderer.vote(camera, gaussians, torch.from_numpy(w.reshape(atoms.shape + (a1 - a0,)))
-                                       .to(device), backend=backend, num_threads=num_threads).cpu().numpy()
-        g, c = np.nonzero(v > 0)
-        gids.append(g.astype(np.int32))
-        aids.append((c + a0).astype(np.int32))
-        masses.append(v[g, c].astype(np.float32))
-    return AtomVotes(name, area, np.concatenate(gids), np.concatenate(aids), np.concatenate(masses), small, member)
+    with torch.no_grad():
+        g, a, v = gaussian_renderer.vote_labels(camera, gaussians, torch.from_numpy(atoms), m - 1,
+                                                backend=backend, num_threads=num_threads, sparse=True)
+    return AtomVotes(name, area, g.numpy().astype(np.int32), a.numpy().astype(np.int32),
+                     v.numpy().astype(np.float32), small, member)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -334,7 +316,10 @@ def build_atom_views(gaussians: Any, proposals: Iterable[tuple[Any, ViewProposal
     """Atoms + their vote pass for every view not in ``skip`` (a tqdm bar on a terminal)."""
     from tqdm import tqdm
 
+    from gaussian_renderer import prepare_gaussians
+
     t = time.perf_counter()
+    prepared = prepare_gaussians(gaussians)  # activations once, not once per view
     out = []
     bar = tqdm(proposals, total=total, desc="proposals", unit="view", disable=None if progress else True,
                leave=False, dynamic_ncols=True)
@@ -342,16 +327,18 @@ def build_atom_views(gaussians: Any, proposals: Iterable[tuple[Any, ViewProposal
         if cam.image_name in skip:
             continue
         atoms = atoms_of(vp)
-        out.append(vote_atoms(cam, gaussians, atoms, cam.image_name, backend, num_threads, membership(atoms, vp)))
+        out.append(vote_atoms(cam, prepared, atoms, cam.image_name, backend, num_threads, membership(atoms, vp)))
     return out, time.perf_counter() - t
 
 
 def seed_votes_of(gaussians: Any, seeds: Iterable[tuple[Any, np.ndarray]], num_labels: int, backend: str = "auto",
                   num_threads: int = 0) -> np.ndarray:  # -> [N, L+1]
     """Exact votes of the seed masks (label maps at view resolution)."""
-    n = int(gaussians.get_xyz.shape[0])
-    votes = np.zeros((n, num_labels + 1))
+    from gaussian_renderer import prepare_gaussians
+
+    prepared = prepare_gaussians(gaussians)
+    votes = np.zeros((len(prepared), num_labels + 1))
     with torch.no_grad():
         for cam, lm in seeds:
-            votes += vote_view(cam, gaussians, lm, num_labels, backend, num_threads).cpu().numpy()
+            votes += vote_view(cam, prepared, lm, num_labels, backend, num_threads).cpu().numpy()
     return votes

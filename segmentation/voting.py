@@ -9,7 +9,8 @@ means inside). We accumulate one channel per class instead of one signed channel
 
 so the paper's single-label vote is ``votes[:, 1] - votes[:, 0]``, multi-label is argmax over the row, and
 ``votes.sum(1)`` is the Gaussian's total contribution (zero: no masked view ever saw it -> undecided).
-Everything is forward-only (the engine's ``vote`` kernel, no autograd) and accumulated in float64.
+Everything is forward-only (the engine's label-map vote: the kernel reads the int label map, no one-hot
+[H, W, L+1] weights; bit-identical to voting the one-hot weights) and accumulated in float64.
 """
 from __future__ import annotations
 
@@ -23,11 +24,8 @@ import torch
 from torch import Tensor
 
 from utils.errors import UserError
-from utils.masks import onehot_weights
 
 UNDECIDED_MODES = ("auto", "keep", "drop", "propagate")
-# Channels voted in one kernel call; more labels are voted in several passes (memory for weights [H, W, K]).
-MAX_CHANNELS_PER_PASS = 64
 
 ViewSpec = Union[int, float, None]
 
@@ -87,16 +85,12 @@ def vote_view(camera: Any, gaussians: Any, label_map: np.ndarray, num_labels: in
     """alpha*T mass of every Gaussian on each class (background + L labels) of one view's label map.
 
     label_map: np.ndarray  # [H, W] int, 0 = background, l = label l
+    gaussians: a model, or a gaussian_renderer.PreparedGaussians (prepared once for many views)
     """
-    from gaussian_renderer import vote
+    from gaussian_renderer import vote_labels
 
-    weights = torch.from_numpy(onehot_weights(label_map, num_labels))  # [H, W, L+1]
-    device = gaussians.get_xyz.device
-    parts = []
-    for a in range(0, weights.shape[2], MAX_CHANNELS_PER_PASS):
-        w = weights[:, :, a:a + MAX_CHANNELS_PER_PASS].contiguous().to(device)
-        parts.append(vote(camera, gaussians, w, backend=backend, num_threads=num_threads).double())
-    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+    return vote_labels(camera, gaussians, np.asarray(label_map), num_labels, backend=backend,
+                       num_threads=num_threads).double()
 
 
 def accumulate_votes(gaussians: Any, items: Iterable[tuple[Any, np.ndarray]], num_labels: int,
@@ -109,16 +103,18 @@ def accumulate_votes(gaussians: Any, items: Iterable[tuple[Any, np.ndarray]], nu
     """
     from tqdm import tqdm
 
+    from gaussian_renderer import prepare_gaussians
     from utils.prefetch import prefetch
 
-    n = int(gaussians.get_xyz.shape[0])
+    prepared = prepare_gaussians(gaussians)  # activations once per job, not once per view
+    n = len(prepared)
     votes = torch.zeros(n, num_labels + 1, dtype=torch.float64)
     names: list[str] = []
     bar = tqdm(prefetch(items), total=total, desc="voting", unit="view", disable=None if progress else True,
                dynamic_ncols=True, leave=False)
     with torch.no_grad():
         for camera, label_map in bar:
-            votes += vote_view(camera, gaussians, label_map, num_labels, backend, num_threads).cpu()
+            votes += vote_view(camera, prepared, label_map, num_labels, backend, num_threads).cpu()
             names.append(camera.image_name)
     return votes.numpy(), names
 

@@ -207,6 +207,81 @@ def test_threshold_mode_is_monotone():
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The verification renders only the tiles where the two models can differ: same numbers as full renders
+# ---------------------------------------------------------------------------------------------------------
+def _same_check(a, b) -> None:
+    for f in ("num_views", "max_abs_diff", "worst_view", "changed_pixels", "min_psnr", "mean_psnr"):
+        assert getattr(a, f) == getattr(b, f), f
+    assert a.failing.keys() == b.failing.keys()
+    for k in a.failing:
+        assert torch.equal(a.failing[k], b.failing[k])
+
+
+@pytest.mark.parametrize("scene,threshold", [("wall", None), ("stopper", None), ("stopper", 0.0), ("demo", 0.01),
+                                             ("demo", 0.05)])
+def test_restricted_verification_reports_what_full_renders_report(scene: str, threshold) -> None:
+    from pruning import compare_renders, contribution_and_stoppers, dirty_tiles
+
+    if BACKEND != "cpu":
+        pytest.skip("stopper reports need the cpu backend")
+    model, cams = {"wall": lambda: wall_scene()[:2], "stopper": stopper_scene, "demo": demo_model}[scene]()
+    contrib, stoppers = contribution_and_stoppers(model, cams, opts())
+    assert stoppers is not None and torch.equal(contrib, total_contribution(model, cams, opts()))
+    remove = removal_mask(contrib, threshold or 0.0)
+    pruned = model.subset(~remove)
+    masks = dirty_tiles(model, pruned, remove, contrib, stoppers, cams, opts())
+    full = compare_renders(model, pruned, cams, opts())
+    part = compare_renders(model, pruned, cams, opts(), tile_masks=masks)
+    _same_check(full, part)
+    assert full.max_abs_diff > 0  # something to find (a stopper, a composited Gaussian or a re-rounded one)
+    if scene == "wall":  # nothing stopped by a removed Gaussian: only re-rounded kept ones need a look
+        assert sum(int(m.sum()) for m in masks) < 0.5 * sum(m.numel() for m in masks)
+
+
+def test_contribution_kernel_equals_the_unit_vote_and_finds_the_stopper() -> None:
+    from gaussian_renderer import contribution
+
+    if BACKEND != "cpu":
+        pytest.skip("stopper reports need the cpu backend")
+    model, cams = stopper_scene()
+    c, stop, tiles, ids = contribution(cams[0], model, backend="cpu")
+    ones = torch.ones(cams[0].height, cams[0].width, 1)
+    from gaussian_renderer import vote
+    assert torch.equal(c.view(torch.int32), vote(cams[0], model, ones, backend="cpu")[:, 0].view(torch.int32))
+    assert stop.shape == (32, 32) and stop.dtype == torch.int32
+    assert (stop == 2).float().mean() > 0.9  # the blocker stops camera A's loop nearly everywhere
+    _, stop_b, tiles_b, _ = contribution(cams[1], model, backend="cpu")
+    assert (stop_b == -1).all() and tiles_b.numel() == 0  # camera B never reaches T < 1e-4
+    # the pairs are the distinct (tile, stopper) of the map, sorted
+    ys, xs = torch.nonzero(stop >= 0, as_tuple=True)
+    key = torch.unique((ys // 16 * 2 + xs // 16).long() * 8 + stop[ys, xs].long())
+    assert torch.equal(tiles.long() * 8 + ids.long(), key)
+
+
+def test_native_per_gaussian_kernels_do_not_depend_on_position() -> None:
+    """The restricted verification relies on a Gaussian's projection, SH colour and footprint being functions of
+    its own values only, wherever it sits in the tensors (unlike torch's vectorised activations)."""
+    from gaussian_renderer import prepare_gaussians, sh_colors
+    from gaussian_renderer.cpu import bin_gaussians, project
+
+    model, cams = demo_model(num_views=2, size=40)
+    g = prepare_gaussians(model)
+    idx = torch.randperm(len(g), generator=torch.Generator().manual_seed(0))[: len(g) - 37]
+    part = g.subset(idx)
+    sub = model.subset(idx)
+    for cam in cams:
+        for cull in (False, True):
+            a = project(g.means, g.quats, g.scales, cam.viewmat(), cam.K(), cam.width, cam.height, cull=cull)
+            b = project(part.means, part.quats, part.scales, cam.viewmat(), cam.K(), cam.width, cam.height, cull=cull)
+            for f in ("means2d", "conics", "depths", "radii"):
+                assert torch.equal(getattr(a, f)[idx], getattr(b, f)), f
+        _, _, ra = bin_gaussians(a, g.opacities, cam.width, cam.height)
+        _, _, rb = bin_gaussians(b, part.opacities, cam.width, cam.height)
+        assert torch.equal(ra[idx], rb)
+        assert torch.equal(sh_colors(cam, model, native=True)[idx], sh_colors(cam, sub, native=True))
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Model folders and the script
 # ---------------------------------------------------------------------------------------------------------
 def _write_blender_source(root: Path, model: GaussianModel, train, test) -> None:
@@ -339,3 +414,31 @@ def test_bad_model_path_is_one_line_exit_2(tmp_path: Path):
     with pytest.raises(UserError, match="point_cloud"):
         run_prune(prune_cfg(empty))
     assert not (tmp_path / "empty_pruned").exists()
+
+
+@pytest.mark.parametrize("against_original", [False, True])
+def test_quality_of_the_pruned_model_needs_one_full_render_per_view(against_original: bool) -> None:
+    """evaluate_pruned renders the pruned model only on the tiles that can differ and reports exactly what two
+    full evaluations report (lossless and lossy removal; photos or the original's renders as reference)."""
+    from pruning.quality import evaluate, evaluate_pruned
+
+    model, cams = demo_model(num_views=5, size=48, seed=2)
+    for c in cams:  # photos: the model's own renders, blurred a little
+        with torch.no_grad():
+            img = render(c, model, torch.zeros(3), backend=BACKEND)["render"].clamp(0, 1)
+        arr = (torch.nn.functional.avg_pool2d(img[None], 3, 1, 1)[0].permute(1, 2, 0).numpy() * 255 + 0.5)
+        c.loader = lambda a=arr.astype(np.uint8): a
+    contrib = total_contribution(model, cams[:2], opts())
+    for threshold in (0.0, 0.02):
+        remove = removal_mask(contrib, threshold)
+        assert 0 < int(remove.sum()) < len(model)
+        pruned = model.subset(~remove)
+        ref = model if against_original else None
+        want_b = None if against_original else evaluate(model, cams, opts())
+        want_a = evaluate(pruned, cams, opts(), ref)
+        got_b, got_a = evaluate_pruned(model, pruned, remove, cams, opts(), against_original)
+        assert (got_a.psnr, got_a.ssim, got_a.num_views) == (want_a.psnr, want_a.ssim, want_a.num_views)
+        if want_b is not None:
+            assert (got_b.psnr, got_b.ssim) == (want_b.psnr, want_b.ssim)
+        else:
+            assert math.isnan(got_b.psnr) and got_b.num_views == len(cams)

@@ -233,7 +233,7 @@ def test_viewspace_points_are_ndc_scaled_mean2d_gradients() -> None:
         proj = project(model.get_xyz, model.get_rotation, model.get_scaling, cam.viewmat(), cam.K(), cam.width,
                        cam.height)
     m2 = proj.means2d.clone().requires_grad_(True)
-    offsets, gids, _ = bin_gaussians(proj, cam.width, cam.height, 0)
+    offsets, gids, _ = bin_gaussians(proj, model.get_opacity.detach(), cam.width, cam.height, 0)
     feats = torch.cat([colors, proj.depths[:, None]], 1)
     img, _ = composite(m2, proj.conics, model.get_opacity.detach().reshape(-1), feats, offsets, gids, cam.width,
                        cam.height)

@@ -122,3 +122,126 @@ def test_scaling_modifier_applies_to_votes() -> None:
     halved = Model(model.xyz, model.scaling * 0.5, model.rot, model.opacity)
     torch.testing.assert_close(vote(cam, model, w, scaling_modifier=0.5), vote(cam, halved, w), rtol=0, atol=0)
     assert not math.isclose(float(vote(cam, model, w).sum()), float(vote(cam, halved, w).sum()))
+
+
+# ----- label-map votes ------------------------------------------------------------------------------------
+def _label_map(seed: int, height: int, width: int, num_labels: int) -> Tensor:  # [H, W] int64, blocky regions
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, num_labels + 1, ((height + 4) // 5, (width + 4) // 5), generator=g)
+    lab = coarse.repeat_interleave(5, 0).repeat_interleave(5, 1)[:height, :width].clone()
+    noise = torch.rand(height, width, generator=g) < 0.05  # scattered single pixels: mixed chunks
+    lab[noise] = torch.randint(0, num_labels + 1, (int(noise.sum()),), generator=g)
+    return lab
+
+
+def _onehot_votes(cam: Camera, model: Model, lab: Tensor, num_labels: int) -> Tensor:  # [N, L+1]
+    """Today's path: dense one-hot weights, voted 64 channels at a time (segmentation/voting.py's passes)."""
+    w = F.one_hot(lab, num_labels + 1).float()
+    return torch.cat([vote(cam, model, w[:, :, a:a + 64].contiguous(), backend="cpu")
+                      for a in range(0, num_labels + 1, 64)], 1)
+
+
+def _bits(t: Tensor) -> Tensor:
+    return t.contiguous().view(torch.int32)
+
+
+@pytest.mark.parametrize("num_labels", [1, 4, 300])
+def test_label_map_vote_is_bit_identical_to_onehot_vote(num_labels: int) -> None:
+    from gaussian_renderer import vote_labels
+
+    cam, model = make_scene(seed=20 + num_labels, n=500, width=70, height=45)
+    lab = _label_map(num_labels, cam.height, cam.width, num_labels)
+    dense = vote_labels(cam, model, lab, num_labels, backend="cpu")
+    ref = _onehot_votes(cam, model, lab, num_labels)
+    assert dense.shape == (500, num_labels + 1) and dense.dtype == torch.float32
+    assert float(ref.sum()) > 0
+    assert torch.equal(_bits(dense), _bits(ref))
+    # numpy label maps, any integer dtype, are accepted
+    assert torch.equal(vote_labels(cam, model, lab.numpy().astype(np.uint16), num_labels, backend="cpu"), dense)
+
+
+@pytest.mark.parametrize("num_labels", [2, 300])
+def test_sparse_label_vote_lists_the_nonzero_dense_entries(num_labels: int) -> None:
+    from gaussian_renderer import vote_labels
+
+    cam, model = make_scene(seed=30 + num_labels, n=400, width=66, height=50)
+    lab = _label_map(7, cam.height, cam.width, num_labels)
+    dense = vote_labels(cam, model, lab, num_labels, backend="cpu")
+    g, lbl, mass = vote_labels(cam, model, lab, num_labels, backend="cpu", sparse=True)
+    assert g.dtype == lbl.dtype == torch.int32 and mass.dtype == torch.float32
+    key = g.long() * (num_labels + 1) + lbl.long()
+    assert (key[1:] > key[:-1]).all(), "triplets must be sorted by (gaussian, label), without duplicates"
+    nz = torch.nonzero(dense)
+    assert torch.equal(nz[:, 0], g.long()) and torch.equal(nz[:, 1], lbl.long())
+    assert torch.equal(_bits(dense[g.long(), lbl.long()]), _bits(mass))
+
+
+def test_label_votes_are_thread_count_invariant() -> None:
+    from gaussian_renderer import vote_labels
+
+    cam, model = make_scene(seed=41, n=600, width=80, height=64)
+    lab = _label_map(3, cam.height, cam.width, 40)
+    for sparse in (False, True):
+        one = vote_labels(cam, model, lab, 40, backend="cpu", num_threads=1, sparse=sparse)
+        for threads in (2, 3):
+            other = vote_labels(cam, model, lab, 40, backend="cpu", num_threads=threads, sparse=sparse)
+            for a, b in zip(one if sparse else [one], other if sparse else [other]):
+                assert torch.equal(a, b)
+
+
+def test_label_votes_of_reference_backend_agree() -> None:
+    from gaussian_renderer import vote_labels
+
+    cam, model = make_scene(seed=42, n=150, width=33, height=29)
+    lab = _label_map(4, cam.height, cam.width, 3)
+    a = vote_labels(cam, model, lab, 3, backend="cpu")
+    b = vote_labels(cam, model, lab, 3, backend="reference")
+    assert float((a - b).norm() / b.norm()) < 4e-3
+    g, lbl, mass = vote_labels(cam, model, lab, 3, backend="reference", sparse=True)
+    assert torch.equal(b[g.long(), lbl.long()], mass)
+
+
+@pytest.mark.parametrize("labels,match", [(torch.zeros(16, 21, dtype=torch.int64), "labels must be"),
+                                          (torch.full((16, 20), 3, dtype=torch.int64), "label values must lie"),
+                                          (torch.full((16, 20), -1, dtype=torch.int64), "label values must lie"),
+                                          (torch.zeros(16, 20), "integers")])
+def test_label_vote_rejects_bad_label_maps(labels: Tensor, match: str) -> None:
+    from gaussian_renderer import vote_labels
+
+    cam, model = make_scene(seed=1, n=10, width=20, height=16)
+    with pytest.raises(ValueError, match=match):
+        vote_labels(cam, model, labels, 2, backend="cpu")
+
+
+def test_prepared_gaussians_give_the_same_votes() -> None:
+    from gaussian_renderer import prepare_gaussians, vote_labels
+
+    cam, model = make_scene(seed=43, n=300, width=40, height=30)
+    w = torch.randn(cam.height, cam.width, 2, generator=torch.Generator().manual_seed(5))
+    prepared = prepare_gaussians(model)
+    assert torch.equal(vote(cam, prepared, w), vote(cam, model, w))
+    half = prepare_gaussians(model, scaling_modifier=0.5)
+    assert torch.equal(vote(cam, half, w), vote(cam, model, w, scaling_modifier=0.5))
+    lab = _label_map(1, cam.height, cam.width, 2)
+    assert torch.equal(vote_labels(cam, prepared, lab, 2), vote_labels(cam, model, lab, 2))
+    with pytest.raises(ValueError, match="already prepared"):
+        vote(cam, prepared, w, scaling_modifier=0.5)
+
+
+@pytest.mark.parametrize("num_labels", [1, 70])
+def test_vote_view_equals_the_onehot_passes_it_replaced(num_labels: int) -> None:
+    """segmentation.voting.vote_view (label-map kernel, prepared Gaussians) against its previous implementation:
+    utils.masks.onehot_weights voted in passes of 64 channels, float64."""
+    from gaussian_renderer import prepare_gaussians
+    from segmentation.voting import vote_view
+    from utils.masks import onehot_weights
+
+    cam, model = make_scene(seed=50 + num_labels, n=400, width=60, height=44)
+    lab = _label_map(2, cam.height, cam.width, num_labels).numpy()
+    w = torch.from_numpy(onehot_weights(lab, num_labels))
+    old = torch.cat([vote(cam, model, w[:, :, a:a + 64].contiguous(), backend="cpu").double()
+                     for a in range(0, num_labels + 1, 64)], 1)
+    new = vote_view(cam, prepare_gaussians(model), lab, num_labels, backend="cpu")
+    assert new.dtype == torch.float64 and torch.equal(new.view(torch.int64), old.view(torch.int64))
+    with pytest.raises(ValueError, match="label values must lie"):
+        vote_view(cam, model, lab + num_labels + 1, num_labels, backend="cpu")

@@ -7,7 +7,8 @@
 // (the clamp's gradient is torch.clamp's: passed where lo <= v <= hi), 2D covariance dilated by 0.3 px^2,
 // radius ceil(3 sqrt(lambda_max)) with the max(0.1, .) guard, z <= near culled (x = y = 0, z = 1 inside, so the
 // values stay finite and x, y, z get no gradient), means2d in the integer-centred pixel frame.
-// The camera is a constant (no gradients w.r.t. the pose or intrinsics).
+// The camera is a constant (no gradients w.r.t. the pose or intrinsics). project_forward's cull flag skips the
+// rotation / covariance of Gaussians whose radius bound (cull_bound) already leaves Inria's tile rect empty.
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -53,11 +54,7 @@ Cam make_cam(const std::vector<double>& view, const std::vector<double>& intr, d
   return c;
 }
 
-void check_rows(const Tensor& t, const char* name, int64_t n, int64_t cols) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(), name,
-              " must be a contiguous CPU float32 tensor");
-  TORCH_CHECK(t.dim() == 2 && t.size(0) == n && t.size(1) == cols, name, " must be [N, ", cols, "]");
-}
+using gs_cpu::check_arg;
 
 // Everything the backward needs from the forward of one Gaussian (recomputed there, never stored).
 struct Fwd {
@@ -74,7 +71,9 @@ struct Fwd {
   float a, b, c, inv_det;
 };
 
-inline void forward_one(const Cam& cam, const float* m, const float* q, const float* s, Fwd& f) {
+// The camera part of forward_one: camera-space point, cull substitution and the rows of J W (cheap; enough to
+// bound the screen radius, see cull_bound).
+inline void forward_camera(const Cam& cam, const float* m, Fwd& f) {
   for (int i = 0; i < 3; ++i) f.p[i] = ((cam.W[i][0] * m[0] + cam.W[i][1] * m[1]) + cam.W[i][2] * m[2]) + cam.t[i];
   f.valid = f.p[2] > cam.near;
   const float z = f.valid ? f.p[2] : 1.0f;
@@ -90,6 +89,10 @@ inline void forward_one(const Cam& cam, const float* m, const float* q, const fl
     f.j0[k] = fxz * (cam.W[0][k] - f.sx * cam.W[2][k]);
     f.j1[k] = fyz * (cam.W[1][k] - f.sy * cam.W[2][k]);
   }
+}
+
+// The rest: rotation, 2D covariance (a, b, c) and its inverse determinant.
+inline void forward_shape(const float* q, const float* s, Fwd& f) {
   f.inv_n = 1.0f / std::sqrt(((q[0] * q[0] + q[1] * q[1]) + q[2] * q[2]) + q[3] * q[3]);
   for (int i = 0; i < 4; ++i) f.qn[i] = q[i] * f.inv_n;
   const float w = f.qn[0], x = f.qn[1], y = f.qn[2], zq = f.qn[3];
@@ -117,19 +120,55 @@ inline void forward_one(const Cam& cam, const float* m, const float* q, const fl
   f.inv_det = 1.0f / (f.a * f.c - f.b * f.b);
 }
 
+inline void forward_one(const Cam& cam, const float* m, const float* q, const float* s, Fwd& f) {
+  forward_camera(cam, m, f);
+  forward_shape(q, s, f);
+}
+
+// Frustum cull before the shape work: an upper bound on Inria's radius from the camera part alone. The 2D
+// covariance is U U^T + 0.3 I with U = (J W) R diag(s), so a + c <= (|j0|^2 + |j1|^2) max(s)^2 + 0.6 and
+// lambda_max <= a + c + sqrt(0.1) whenever the radius is nonzero (det > 0); margins cover the float rounding.
+// If even that radius gives an empty tile rect (Inria's getRect, monotone in the radius), the Gaussian touches
+// no tile whatever its shape: it gets radius 0 without its rotation and covariance being computed.
+inline bool cull_bound(const Fwd& f, const float* s, float mx, float my, int gx, int gy) {
+  if (!f.valid) return true;
+  double n2 = 0.0;
+  for (int k = 0; k < 3; ++k) n2 += static_cast<double>(f.j0[k]) * f.j0[k] + static_cast<double>(f.j1[k]) * f.j1[k];
+  const double smax = std::max({std::fabs(s[0]), std::fabs(s[1]), std::fabs(s[2])});
+  const double lam = (n2 * smax * smax * (1.0 + 1e-5) + 0.6 + 0.32) * 1.0001;
+  const double r_ub = std::ceil(3.0 * std::sqrt(lam)) + 1.0;
+  if (!(r_ub < 1e7) || !std::isfinite(mx) || !std::isfinite(my)) return false;  // let the full path decide
+  const float r = static_cast<float>(r_ub);
+  auto cl = [](float v, int g) {
+    v = v < 0.0f ? 0.0f : v;
+    v = v > static_cast<float>(g) ? static_cast<float>(g) : v;
+    return static_cast<int32_t>(v);
+  };
+  const int32_t x0 = cl((mx - r) / 16, gx), x1 = cl((mx + r + 15) / 16, gx);
+  const int32_t y0 = cl((my - r) / 16, gy), y1 = cl((my + r + 15) / 16, gy);
+  return x1 <= x0 || y1 <= y0;
+}
+
 using gs_cpu::resolve_threads;
 
-// (means2d [N, 2], conics [N, 3], depths [N], radii [N] int32; 0 = culled or degenerate)
-std::tuple<Tensor, Tensor, Tensor, Tensor> project_forward(const Tensor& means, const Tensor& quats,
-                                                           const Tensor& scales, std::vector<double> view,
-                                                           std::vector<double> intr, double near,
+// (means2d [N, 2], conics [N, 3], depths [N], radii [N] int32; 0 = culled or degenerate). cull: Gaussians that
+// provably touch no tile of the width x height image (cull_bound) get radius 0 and conic 0 without the shape
+// work; every other output is the same as without cull, and so is everything a render computes from them.
+std::tuple<Tensor, Tensor, Tensor, Tensor> project_forward(const Tensor& means,   // [N, 3]
+                                                           const Tensor& quats,   // [N, 4] wxyz, any norm
+                                                           const Tensor& scales,  // [N, 3] activated
+                                                           std::vector<double> view, std::vector<double> intr,
+                                                           double near, int64_t width, int64_t height, bool cull,
                                                            int64_t num_threads) {
+  check_arg(means, "project_forward", "means", at::kFloat, {-1, 3});
   const int64_t n = means.size(0);
-  check_rows(means, "means", n, 3);
-  check_rows(quats, "quats", n, 4);
-  check_rows(scales, "scales", n, 3);
+  check_arg(quats, "project_forward", "quats", at::kFloat, {n, 4});
+  check_arg(scales, "project_forward", "scales", at::kFloat, {n, 3});
+  TORCH_CHECK(width > 0 && height > 0, "project_forward: width and height must be positive, got ", width, "x",
+              height);
   const Cam cam = make_cam(view, intr, near);
   const int nt = resolve_threads(num_threads);
+  const int gx = static_cast<int>((width + 15) / 16), gy = static_cast<int>((height + 15) / 16);
   Tensor m2 = at::empty({n, 2}, means.options());
   Tensor con = at::empty({n, 3}, means.options());
   Tensor dep = at::empty({n}, means.options());
@@ -140,15 +179,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> project_forward(const Tensor& means, 
 #pragma omp parallel for num_threads(nt) schedule(static, 2048)
   for (int64_t i = 0; i < n; ++i) {
     Fwd f;
-    forward_one(cam, pm + 3 * i, pq + 4 * i, ps + 3 * i, f);
-    oc[3 * i] = f.c * f.inv_det;
-    oc[3 * i + 1] = -f.b * f.inv_det;
-    oc[3 * i + 2] = f.a * f.inv_det;
+    forward_camera(cam, pm + 3 * i, f);
     const float mx = (cam.fx * f.x) * f.iz + (cam.cx - 0.5f);
     const float my = (cam.fy * f.y) * f.iz + (cam.cy - 0.5f);
     om[2 * i] = mx;
     om[2 * i + 1] = my;
     od[i] = f.p[2];
+    // a centre inside the image always gets a tile of Inria's rect (r >= 1): only the others can be culled
+    const bool inside = f.valid && mx >= 0.0f && mx < static_cast<float>(width) && my >= 0.0f &&
+                        my < static_cast<float>(height);
+    if (cull && !inside && cull_bound(f, ps + 3 * i, mx, my, gx, gy)) {
+      oc[3 * i] = oc[3 * i + 1] = oc[3 * i + 2] = 0.0f;
+      orad[i] = 0;
+      continue;
+    }
+    forward_shape(pq + 4 * i, ps + 3 * i, f);
+    oc[3 * i] = f.c * f.inv_det;
+    oc[3 * i + 1] = -f.b * f.inv_det;
+    oc[3 * i + 2] = f.a * f.inv_det;
     const float det = f.a * f.c - f.b * f.b;
     const float mid = 0.5f * (f.a + f.c);
     const float lam = mid + std::sqrt(std::max(mid * mid - det, 0.1f));
@@ -160,18 +208,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> project_forward(const Tensor& means, 
 }
 
 // (d_means [N, 3], d_quats [N, 4], d_scales [N, 3]) from the gradients of means2d, conics and depths.
-std::tuple<Tensor, Tensor, Tensor> project_backward(const Tensor& means, const Tensor& quats, const Tensor& scales,
+std::tuple<Tensor, Tensor, Tensor> project_backward(const Tensor& means,      // [N, 3]
+                                                    const Tensor& quats,      // [N, 4]
+                                                    const Tensor& scales,     // [N, 3]
                                                     std::vector<double> view, std::vector<double> intr,
-                                                    double near, const Tensor& d_means2d, const Tensor& d_conics,
-                                                    const Tensor& d_depths, int64_t num_threads) {
+                                                    double near,
+                                                    const Tensor& d_means2d,  // [N, 2]
+                                                    const Tensor& d_conics,   // [N, 3]
+                                                    const Tensor& d_depths,   // [N]
+                                                    int64_t num_threads) {
+  check_arg(means, "project_backward", "means", at::kFloat, {-1, 3});
   const int64_t n = means.size(0);
-  check_rows(means, "means", n, 3);
-  check_rows(quats, "quats", n, 4);
-  check_rows(scales, "scales", n, 3);
-  check_rows(d_means2d, "d_means2d", n, 2);
-  check_rows(d_conics, "d_conics", n, 3);
-  TORCH_CHECK(d_depths.scalar_type() == at::kFloat && d_depths.is_contiguous() && d_depths.numel() == n,
-              "d_depths must be a contiguous float32 [N]");
+  check_arg(quats, "project_backward", "quats", at::kFloat, {n, 4});
+  check_arg(scales, "project_backward", "scales", at::kFloat, {n, 3});
+  check_arg(d_means2d, "project_backward", "d_means2d", at::kFloat, {n, 2});
+  check_arg(d_conics, "project_backward", "d_conics", at::kFloat, {n, 3});
+  check_arg(d_depths, "project_backward", "d_depths", at::kFloat, {n});
   const Cam cam = make_cam(view, intr, near);
   const int nt = resolve_threads(num_threads);
   Tensor dm = at::empty({n, 3}, means.options());
@@ -245,7 +297,7 @@ std::tuple<Tensor, Tensor, Tensor> project_backward(const Tensor& means, const T
 
 TORCH_LIBRARY_FRAGMENT(gs_cpu_rasterizer, m) {
   m.def("project_forward(Tensor means, Tensor quats, Tensor scales, float[] view, float[] intrinsics, float near,"
-        " int num_threads) -> (Tensor, Tensor, Tensor, Tensor)",
+        " int width, int height, bool cull, int num_threads) -> (Tensor, Tensor, Tensor, Tensor)",
         &project_forward);
   m.def("project_backward(Tensor means, Tensor quats, Tensor scales, float[] view, float[] intrinsics, float near,"
         " Tensor d_means2d, Tensor d_conics, Tensor d_depths, int num_threads) -> (Tensor, Tensor, Tensor)",

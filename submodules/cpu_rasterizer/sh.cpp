@@ -84,12 +84,11 @@ struct Inputs {
 
 Inputs check(const Tensor& means, const Tensor& dc, const Tensor& rest, const std::vector<double>& centre,
              int64_t degree, int64_t num_threads) {
-  auto ok = [](const Tensor& t) { return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous(); };
-  TORCH_CHECK(ok(means) && ok(dc) && ok(rest), "sh: means, dc and rest must be contiguous CPU float32 tensors");
+  using gs_cpu::check_arg;
+  check_arg(means, "sh", "means", at::kFloat, {-1, 3});        // [N, 3]
   const int64_t n = means.size(0);
-  TORCH_CHECK(means.dim() == 2 && means.size(1) == 3, "sh: means must be [N, 3]");
-  TORCH_CHECK(dc.dim() == 3 && dc.size(0) == n && dc.size(1) == 1 && dc.size(2) == 3, "sh: dc must be [N, 1, 3]");
-  TORCH_CHECK(rest.dim() == 3 && rest.size(0) == n && rest.size(2) == 3, "sh: rest must be [N, R, 3]");
+  check_arg(dc, "sh", "dc", at::kFloat, {n, 1, 3});            // [N, 1, 3]
+  check_arg(rest, "sh", "rest", at::kFloat, {n, -1, 3});       // [N, R, 3]
   TORCH_CHECK(degree >= 0 && degree <= 3 && (degree + 1) * (degree + 1) - 1 <= rest.size(1),
               "sh: degree must be 0..3 and covered by rest");
   TORCH_CHECK(centre.size() == 3, "sh: centre must hold 3 numbers");
@@ -147,8 +146,7 @@ std::tuple<Tensor, Tensor, Tensor> sh_backward(const Tensor& means, const Tensor
                                                std::vector<double> centre, int64_t degree, const Tensor& d_colors,
                                                int64_t num_threads) {  // -> (d_means, d_dc, d_rest)
   const Inputs in = check(means, dc, rest, centre, degree, num_threads);
-  TORCH_CHECK(d_colors.scalar_type() == at::kFloat && d_colors.is_contiguous() && d_colors.numel() == 3 * in.n,
-              "sh: d_colors must be a contiguous float32 [N, 3]");
+  gs_cpu::check_arg(d_colors, "sh_backward", "d_colors", at::kFloat, {in.n, 3});
   const int nk = (in.deg + 1) * (in.deg + 1);
   Tensor dm = at::empty({in.n, 3}, means.options());
   Tensor ddc = at::empty({in.n, 1, 3}, means.options());

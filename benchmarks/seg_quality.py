@@ -252,9 +252,17 @@ def _association_rows(args, model_path: Path, source: Path, gaussians, xyz, trai
     d = cv2.distanceTransform((lm > 0).astype(np.uint8), cv2.DIST_L2, 5)
     cy, cx = np.unravel_index(int(d.argmax()), d.shape)
     stem = Path(prompt_view.image_name).name
-    runs = {"SAM-like folder + 1 click": dict(masks=str(sam), prompt=[f"{stem}:{cx},{cy}"]),
-            "photos + 1 box": dict(prompt_box=[f"{stem}:{max(0, xs.min() - 5)},{max(0, ys.min() - 5)},"
-                                               f"{min(lm.shape[1] - 1, xs.max() + 5)},{min(lm.shape[0] - 1, ys.max() + 5)}"])}
+    # prompts are in the image file's pixels; the mask is at the model's resolution (-r 2 halves it)
+    from PIL import Image
+
+    with Image.open(prompt_view.image_path) as im:
+        sx, sy = im.size[0] / lm.shape[1], im.size[1] / lm.shape[0]
+    box = (max(0, xs.min() - 5), max(0, ys.min() - 5), min(lm.shape[1] - 1, xs.max() + 5),
+           min(lm.shape[0] - 1, ys.max() + 5))
+    runs = {"SAM-like folder + 1 click": dict(masks=str(sam), prompt=[f"{stem}:{int((cx + 0.5) * sx)},"
+                                                                        f"{int((cy + 0.5) * sy)}"]),
+            "photos + 1 box": dict(prompt_box=[f"{stem}:{int(box[0] * sx)},{int(box[1] * sy)},"
+                                               f"{int((box[2] + 1) * sx) - 1},{int((box[3] + 1) * sy) - 1}"])}
     for label, kw in runs.items():
         out = work / ("prompt_" + label.split()[0].lower())
         cfg = SegmentConfig(model_path=str(model_path), source_path=str(source), out=str(out), previews=0,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
@@ -18,17 +18,9 @@ from PIL import Image, UnidentifiedImageError
 from utils.errors import UserError
 
 
-class PixelGrid(Protocol):
-    """What the pixel pipeline needs of a camera (:class:`scene.cameras.Camera` has it; utils/ sits below scene/)."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    distortion: Any   # None, or lens distortion with .coeffs (OpenCV order)
-    background: Any   # [3] RGB in [0, 1], composited behind RGBA images
+# A camera here is duck-typed (scene.cameras.Camera; utils/ sits below scene/): width, height, fx, fy, cx, cy,
+# distortion (None, or lens distortion with .coeffs in OpenCV order) and background ([3] RGB in [0, 1]).
+PixelGrid = Any
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _FIX = "replace the file or remove it from the scene"

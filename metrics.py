@@ -11,33 +11,24 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from utils.errors import ArgumentParser, cli_main
-from utils.outputs import add_force_flag
+from utils.errors import cli_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from arguments import config_parser
+    from training.pipeline import MetricsConfig
+
+    return config_parser(MetricsConfig, prog="metrics.py", description="Image metrics of rendered test views "
+                         "(Inria's results.json).")
 
 
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from training.evaluation import evaluate_model_folder, lpips_metric
+    from arguments import parse_config
+    from training.pipeline import run_metrics
 
-    p = ArgumentParser(description="Image metrics of rendered test views (Inria's results.json).")
-    p.add_argument("-m", "--model_paths", nargs="+", required=True, help="model folders (render.py run first)")
-    p.add_argument("--split", default="test", choices=("test", "train"),
-                   help="which rendered split to score (default: test; train writes results_train.json)")
-    p.add_argument("--no_lpips", action="store_true", help="do not compute LPIPS even if available")
-    add_force_flag(p)
-    ns = p.parse_args(argv)
-
-    lpips_fn, why = (None, "disabled by --no_lpips") if ns.no_lpips else lpips_metric()
-    if lpips_fn is None:
-        print(f"LPIPS skipped: {why}")
-    for model_path in ns.model_paths:
-        print(f"Scene: {model_path}")
-        for m in evaluate_model_folder(model_path, ns.split, lpips_fn, ns.force):
-            print(f"Method: {m.method}")
-            for key in ("SSIM", "PSNR", "LPIPS"):
-                if key in m.mean:
-                    print(f"  {key:>5} : {m.mean[key]:>12.7f}")
-            print(f"  views : {len(m.per_view['PSNR'])}")
+    cfg, _ = parse_config(build_parser(), argv)
+    run_metrics(cfg, log=print)
     return 0
 
 

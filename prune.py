@@ -15,56 +15,27 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-import torch
-
-from pruning.pipeline import PruneConfig, run_prune
-from pruning.prune import DEFAULT_SWEEP, VerificationError
-from segmentation.cli import check_compute
-from utils.errors import ArgumentParser, cli_main
-from utils.outputs import add_force_flag
-
-
-def _thresholds(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from utils.errors import cli_main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-m", "--model_path", required=True,
-                   help="trained model: Inria folder, splatfacto run folder or export PLY, or gsplat ckpt_*.pt / "
-                        "result folder")
-    p.add_argument("--out", default="", help="new output folder (default: <model_path>_pruned)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="also remove Gaussians with contribution < T x max contribution (lossy; the report "
-                        "gives the cost). Default: lossless mode")
-    p.add_argument("--sweep", action="store_true", help="write sweep.json and sweep.png (held-out PSNR vs %% "
-                   "removed per threshold) without writing a model per threshold")
-    p.add_argument("--sweep_thresholds", type=_thresholds, default=DEFAULT_SWEEP,
-                   help=f"thresholds for --sweep (default: {','.join(f'{t:g}' for t in DEFAULT_SWEEP)})")
-    p.add_argument("--iteration", type=int, default=-1, help="iteration to load (default: newest)")
-    p.add_argument("-s", "--source_path", default="", help="scene folder (default: cfg_args' source_path)")
-    p.add_argument("--backend", default="auto", help="rasterizer backend: auto | cpu | reference | inria | gsplat")
-    p.add_argument("--threads", "--num_threads", dest="num_threads", type=int, default=0,
-                   help="CPU rasterizer threads (0: all cores)")
-    p.add_argument("--device", default="cpu", help="torch device holding the Gaussians")
-    add_force_flag(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
+    from arguments import config_parser
+    from pruning.pipeline import PruneConfig
+
+    return config_parser(PruneConfig, prog="prune.py", description=__doc__)
 
 
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    check_compute(args.backend, args.device)
-    if args.num_threads > 0:
-        torch.set_num_threads(args.num_threads)
-    cfg = PruneConfig(model_path=args.model_path, out=args.out, threshold=args.threshold, sweep=args.sweep,
-                      sweep_thresholds=args.sweep_thresholds, iteration=args.iteration, source_path=args.source_path,
-                      backend=args.backend, num_threads=args.num_threads, force=args.force, device=args.device,
-                      progress=not args.quiet)
+    from arguments import parse_config
+    from arguments.cli import set_torch_threads
+    from pruning.pipeline import run_prune
+    from pruning.prune import VerificationError
+    from scene.compute import check_compute
+
+    cfg, _ = parse_config(build_parser(), argv)
+    check_compute(cfg.backend, cfg.device)
+    set_torch_threads(cfg.num_threads)
     try:
         run_prune(cfg, log=print)
     except VerificationError as e:

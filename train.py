@@ -9,6 +9,7 @@ beside -m and swapped in when the run ends or is stopped that way (utils.outputs
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import sys
@@ -17,25 +18,31 @@ from typing import Optional, Sequence
 from utils.errors import cli_main
 
 
+def build_parser() -> argparse.ArgumentParser:
+    from training.config import build_parser as train_parser
+
+    return train_parser()
+
+
 @cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     import torch
 
-    from segmentation.cli import check_compute
+    from arguments.cli import set_torch_threads
+    from scene.compute import check_compute
     from training.config import parse_train_args
-    from training.trainer import train
+    from training.trainer import run_train
 
-    cfg, ns = parse_train_args(argv)
+    cfg = parse_train_args(argv)
     check_compute(cfg.pipe.backend, cfg.device)
     logging.basicConfig(level=logging.WARNING if cfg.quiet else logging.INFO, format="%(message)s")
-    if cfg.pipe.num_threads > 0:
-        torch.set_num_threads(cfg.pipe.num_threads)
-    if ns.detect_anomaly:
+    set_torch_threads(cfg.pipe.num_threads)
+    if cfg.detect_anomaly:
         torch.autograd.set_detect_anomaly(True)
     if not cfg.quiet:
         print(f"Optimizing {cfg.model.model_path} ({cfg.preset} preset, {cfg.opt.iterations} iterations)",
               flush=True)
-    result = train(cfg)
+    result = run_train(cfg)
     if result.interrupted:
         saved = " and ".join(str(p) for p in (result.checkpoints[-1:] + result.saved_plys[-1:]))
         how = "terminated (SIGTERM)" if result.stop_signal == signal.SIGTERM else "interrupted (SIGINT)"

@@ -25,7 +25,6 @@ import binascii
 import io
 import json
 import math
-import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -383,9 +382,3 @@ def label_files(folder: str | Path, what: str = "ground truth") -> dict[str, Pat
     if not out:
         raise UserError(f"{folder}: no label PNG or .mat file inside; pass the {what} folder")
     return out
-
-
-def safe_stem(name: str) -> str:
-    """A view or image name usable as a file name (NeRF-synthetic names hold a '/')."""
-    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._")
-    return s or "view"

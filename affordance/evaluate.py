@@ -12,12 +12,13 @@ Means are taken over the classes that occur in the ground truth:
 
 Two things can be scored (``eval_affordance.py``): a folder of predicted label PNGs (``affordance.py``'s
 ``labels_2d/``), and the per-Gaussian labelling (``labels.npy``) rendered into views of a model
-(occlusion-aware: :func:`segmentation.evaluate.render_label_map`). Ground truth: label PNGs (class indices,
+(occlusion-aware: :func:`segmentation.labels.render_label_map`). Ground truth: label PNGs (class indices,
 0/255 = binary) or UMD ``*_label.mat``, matched by name (``x_rgb`` <-> ``x_label``).
 """
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,14 @@ import numpy as np
 
 from affordance.annotations import label_files, match_key, read_class_map
 from affordance.classes import ClassList, parse_classes
+from arguments import Backend, flag, options
+from arguments.options import Split
+from segmentation.labels import load_labels, render_label_map
 from utils.errors import UserError
+from utils.io import save_summary
 
 Log = Callable[[str], None]
+EVAL_VERSION = 1   # eval_affordance.json; 1: the first versioned file (adds "version" and "timings_s")
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:  # [C, C] int64
@@ -202,8 +208,6 @@ def evaluate_rendered(gaussians: Any, labels: np.ndarray, cameras: list, gt: str
     """
     from tqdm import tqdm
 
-    from segmentation.evaluate import render_label_map
-
     gts = label_files(gt, "ground truth")
     matched = [(c, gts[match_key(Path(c.image_name).name)]) for c in cameras
                if match_key(Path(c.image_name).name) in gts]
@@ -228,23 +232,35 @@ def evaluate_rendered(gaussians: Any, labels: np.ndarray, cameras: list, gt: str
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
 class AffordanceEvalConfig:
-    gt: str                               # ground-truth folder (label PNGs / *_label.mat) or one file
-    pred: str = ""                        # folder of predicted label PNGs (affordance.py's labels_2d/)
-    model_path: str = ""                  # with labels: score the rendered 3D labelling
-    labels: str = ""                      # labels.npy written by affordance.py
-    classes: Optional[str] = None         # default: summary.json beside the inputs, else UMD classes
-    split: str = "test"                   # views rendered for the 3D score
-    include_annotated: bool = False       # 2D: also score views whose labels were the annotated input
-    iteration: int = -1
-    source_path: str = ""
-    images: str = ""
-    resolution: int = 0
-    out: str = ""                         # JSON path
-    backend: str = "auto"
-    num_threads: int = 0
-    device: str = "cpu"
-    progress: bool = True
-    force: bool = False                   # replace an existing --out file that eval_affordance.py did not write
+    """Everything ``eval_affordance.py`` takes; each field is its flag."""
+
+    gt: str = flag("", "ground-truth folder: label PNGs or UMD *_label.mat", required=True)
+    pred: str = flag("", "folder of predicted label PNGs (affordance.py's labels_2d/)")
+    model_path: str = options.model_path("model folder, with --labels: score the 3D labelling rendered into the "
+                                         "--split views", required=False)
+    labels: str = flag("", "labels.npy written by affordance.py")
+    classes: Optional[str] = flag(None, "class names in label order (default: from summary.json beside the inputs, "
+                                  "else UMD's)")
+    split: Split = options.split("test", "views the 3D labelling is rendered into (default test: the --eval "
+                                 "hold-out)")
+    include_annotated: bool = flag(False, "2D: also score views whose label maps were the annotated input "
+                                   "(default: excluded)")
+    iteration: int = options.iteration()
+    source_path: str = options.source_path()
+    images: str = options.images()
+    resolution: int = options.resolution()
+    out: str = options.out("JSON path (default: eval_affordance.json beside the inputs)")
+    backend: Backend = options.backend()
+    num_threads: int = options.num_threads()
+    device: str = options.device()
+    progress: bool = options.progress()
+    force: bool = options.force()
+
+
+@dataclass
+class AffordanceEvalResult:
+    path: Path                 # the JSON written
+    scores: dict[str, Any]     # its content: "2d" and/or "3d" scores
 
 
 def _summary_near(*paths: Path) -> Optional[dict]:
@@ -258,8 +274,8 @@ def _summary_near(*paths: Path) -> Optional[dict]:
     return None
 
 
-def run_eval(cfg: AffordanceEvalConfig, log: Log = lambda s: None) -> tuple[dict[str, Any], Path]:
-    """Score 2D predictions and/or a 3D labelling; returns (result json, path written)."""
+def run_eval(cfg: AffordanceEvalConfig, log: Log = lambda s: None) -> AffordanceEvalResult:
+    """Score 2D predictions and/or a 3D labelling and write the JSON."""
     from scene.model_folder import model_inputs
     from utils.outputs import OutputFolder
 
@@ -286,14 +302,13 @@ def run_eval(cfg: AffordanceEvalConfig, log: Log = lambda s: None) -> tuple[dict
     with OutputFolder(out.parent, "eval_affordance.py", inputs, cfg.force, files=[out.name]) as folder:
         result = _run_eval(cfg, classes, summary, pred_dir, labels_path, folder.path(out.name), log)
         folder.commit()
-    return result, out
+    return AffordanceEvalResult(out, result)
 
 
 def _run_eval(cfg: AffordanceEvalConfig, classes: ClassList, summary: Optional[dict], pred_dir: Optional[Path],
               labels_path: Optional[Path], out: Path, log: Log) -> dict[str, Any]:
     """Score and write ``out`` (the staged JSON)."""
-    from segmentation.export import save_json
-
+    t_start = time.perf_counter()
     result: dict[str, Any] = {"classes": list(classes.names), "gt": str(cfg.gt)}
     log(f"classes  {', '.join(classes.names)}" + ("" if cfg.classes or summary is None else " (from summary.json)"))
 
@@ -307,8 +322,7 @@ def _run_eval(cfg: AffordanceEvalConfig, classes: ClassList, summary: Optional[d
                                                        if exclude else "")))
     if labels_path is not None:
         from scene.model_folder import find_iteration, load_model
-        from segmentation.evaluate import load_labels
-        from segmentation.views import load_views
+        from scene.views import load_views
 
         if not labels_path.is_file():
             raise UserError(f"{labels_path}: labels file not found; pass the labels.npy written by affordance.py")
@@ -324,5 +338,4 @@ def _run_eval(cfg: AffordanceEvalConfig, classes: ClassList, summary: Optional[d
         result["3d"] = dict(s3.to_json(), model_path=str(cfg.model_path), iteration=int(it), labels=str(labels_path),
                             split=cfg.split)
         log(s3.table(f"3D labelling rendered into {len(s3.images)} {cfg.split} view(s)"))
-    save_json(out, result)
-    return result
+    return save_summary(out, result, {"total": time.perf_counter() - t_start}, EVAL_VERSION)

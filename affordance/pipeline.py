@@ -23,17 +23,26 @@ import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
 import numpy as np
 
-from affordance.annotations import SourceImage, find_sources, match_key, safe_stem
+from affordance.annotations import SourceImage, find_sources, match_key
 from affordance.classes import ClassList, parse_classes
 from affordance.transfer import (KNN_BACKENDS, KnnTransfer, balanced_sample, collect_source_samples,
                                  pca_sample, resolve_knn_backend)
-from segmentation.export import caption, evenly_spaced
+from arguments import Backend, flag, options
+from arguments.options import Split
+from features import extractors
+from features.extractors import ExtractorName
+from scene.recolour import recoloured
+from scene.views import load_views
+from segmentation.labels import render_label_map
+from segmentation.voting import accumulate_votes, label_counts, make_selection
 from utils.errors import UserError
+from utils.io import safe_name, save_label_png, save_npy, save_png, save_summary
 from utils.outputs import OutputFolder
+from utils.previews import PALETTE, caption, evenly_spaced, overlay, to_uint8
 from utils.timing import Laps
 
 SUMMARY_VERSION = 1
@@ -44,42 +53,53 @@ UNDECIDED_RGB = (0.15, 0.15, 0.15)
 Log = Callable[[str], None]
 
 
+_IN, _FEAT, _3D, _OUT, _COMPUTE = "inputs", "features and 2D transfer", "3D labels", "output", "compute"
+
+
 @dataclass
 class AffordanceConfig:
-    """Everything ``affordance.py`` takes (field comments are the CLI help)."""
+    """Everything ``affordance.py`` takes; each field is its flag."""
 
-    model_path: str                       # trained model folder (Inria layout)
-    sources: str                          # folder of annotated images (layout: affordance.annotations)
-    classes: Optional[str] = None         # class file or comma list, background first; default UMD classes
-    extractor: str = "classic"            # classic (weight-free) | dino | dinov2
-    weights: Optional[str] = None         # dino/dinov2: local checkpoint file
-    arch: Optional[str] = None            # timm model name / hubconf entry
-    hub_repo: Optional[str] = None        # local clone of facebookresearch/dino(v2)
-    dim: int = 64                         # PCA channels
-    stride: int = 4                       # feature map = image / stride
-    k: int = 5                            # neighbours in the cosine kNN vote
-    max_samples: int = 50_000             # source pixels kept, balanced over classes
-    knn_backend: str = "auto"             # auto (faiss if installed) | sklearn | faiss
-    pca_samples: int = 200_000            # pixels for the PCA fit
-    pca_views: int = 8                    # target views whose pixels join the sources' in the PCA fit
-    annotated_views: str = "use"          # use | transfer: target views that are themselves annotated
-    margin: float = 0.0                   # per-Gaussian decision margin (segmentation.voting.decide_labels)
-    undecided: str = "keep"               # keep (-1) | propagate (label of the nearest voted Gaussians)
-    knn3d: int = 8                        # neighbours for --undecided propagate
-    out: str = ""                         # output folder; default MODEL/affordance
-    renders: int = 4                      # renders/<view>.png strips written
-    save_2d: bool = True                  # write labels_2d/ and overlays_2d/
-    split: str = "train"                  # target views: train | test | all
-    iteration: int = -1
-    source_path: str = ""                 # scene folder; default cfg_args'
-    images: str = ""
-    resolution: int = 0
-    backend: str = "auto"                 # rasterizer backend
-    num_threads: int = 0
-    device: str = "cpu"                   # extractor (ViT) and Gaussians
-    seed: int = 0
-    progress: bool = True
-    force: bool = False                   # write into a non-empty --out that holds no affordance.py output
+    model_path: str = options.model_path("trained model folder (Inria layout)", group=_IN)
+    sources: str = flag("", "folder of annotated source images (layout below)", required=True, group=_IN)
+    classes: Optional[str] = flag(None, "class names in label order, background first: a,b,c or a file with one "
+                                  "name per line (default: the UMD part-affordance classes)", group=_IN)
+    extractor: ExtractorName = extractors.extractor_flag(_FEAT)
+    weights: Optional[str] = extractors.weights_flag(_FEAT)
+    arch: Optional[str] = extractors.arch_flag(_FEAT)
+    hub_repo: Optional[str] = extractors.hub_repo_flag(_FEAT)
+    dim: int = extractors.dim_flag(group=_FEAT)
+    stride: int = extractors.stride_flag(group=_FEAT)
+    k: int = flag(5, "neighbours in the cosine k-NN majority vote (default 5)", group=_FEAT)
+    max_samples: int = flag(50_000, "source pixels kept, balanced over classes (default 50000)", group=_FEAT)
+    knn_backend: Literal["auto", "sklearn", "faiss"] = flag(
+        "auto", "auto: faiss if installed, else scikit-learn (both exact)", group=_FEAT)
+    pca_samples: int = extractors.pca_samples_flag(group=_FEAT)
+    pca_views: int = flag(8, "target views whose pixels join the sources' in the PCA fit", group=_FEAT)
+    annotated_views: Literal["use", "transfer"] = flag(
+        "use", "target views that are themselves annotated sources: vote with their annotation (use, default) or "
+        "with a transferred map like the others (transfer)", group=_FEAT)
+    margin: float = flag(0.0, "keep a Gaussian's class only if (best - runner-up) / total mass > margin, else "
+                         "background (default 0: argmax)", group=_3D)
+    undecided: Literal["keep", "propagate"] = flag(
+        "keep", "Gaussians no view saw: keep as -1 (default) or take their --knn3d nearest neighbours' class",
+        group=_3D)
+    knn3d: int = flag(8, "neighbours for --undecided propagate (default 8)", group=_3D)
+    out: str = options.out("output folder (default MODEL/affordance)", group=_OUT)
+    renders: int = flag(4, "renders/<view>.png strips (default 4)", group=_OUT)
+    save_2d: bool = flag(True, "write labels_2d/ and overlays_2d/ (--no-2d: neither)", negative=("--no-2d",),
+                         group=_OUT)
+    split: Split = options.split("train", "target views labelled and voted (default train)", group=_IN)
+    iteration: int = options.iteration(group=_IN)
+    source_path: str = options.source_path(group=_IN)
+    images: str = options.images(group=_IN)
+    resolution: int = options.resolution(group=_IN)
+    backend: Backend = options.backend(group=_COMPUTE)
+    num_threads: int = options.num_threads(group=_COMPUTE)
+    device: str = options.device("device for the ViT and the Gaussians (default cpu)", group=_COMPUTE)
+    seed: int = options.seed(group=_FEAT)
+    progress: bool = options.progress(group=_OUT)
+    force: bool = options.force(group=_OUT)
 
 
 @dataclass
@@ -112,9 +132,7 @@ def _check(cfg: AffordanceConfig) -> None:
 
 
 def class_colours(num_classes: int) -> np.ndarray:  # [C, 3] float32 in [0, 1]
-    """Class l >= 1 uses the overlay palette (segmentation.export.PALETTE), background light grey."""
-    from segmentation.export import PALETTE
-
+    """Class l >= 1 uses the overlay palette (utils.previews.PALETTE), background light grey."""
     cols = np.zeros((num_classes, 3), dtype=np.float32)
     cols[0] = BACKGROUND_RGB
     for l in range(1, num_classes):
@@ -122,31 +140,12 @@ def class_colours(num_classes: int) -> np.ndarray:  # [C, 3] float32 in [0, 1]
     return cols
 
 
-def save_label_png(path: str | Path, label_map: np.ndarray) -> None:
-    """label_map: [H, W] int -> grey PNG (uint8, or uint16 past 255), atomically."""
-    import cv2
-
-    from utils.io import atomic_path
-
-    lm = np.asarray(label_map)
-    arr = lm.astype(np.uint8) if lm.max(initial=0) < 256 else lm.astype(np.uint16)
-    ok, buf = cv2.imencode(".png", arr)
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.tobytes())
-
-
 def view_file_stems(names: list[str]) -> dict[str, str]:
     """File stem per view: the image's own stem (``train/r_0`` -> ``r_0``) so that ground truth named after the
     images matches; the full name (``train_r_0``) only where two views would collide."""
-    short = {n: safe_stem(Path(n).name) for n in names}
+    short = {n: safe_name(Path(n).name, "view") for n in names}
     seen = Counter(s.lower() for s in short.values())
-    return {n: (s if seen[s.lower()] == 1 else safe_stem(n)) for n, s in short.items()}
-
-
-def _to_uint8(img: np.ndarray) -> np.ndarray:  # [H, W, 3] float in [0, 1] -> uint8
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return {n: (s if seen[s.lower()] == 1 else safe_name(n, "view")) for n, s in short.items()}
 
 
 @dataclass
@@ -211,9 +210,6 @@ def _run_affordance(cfg: AffordanceConfig, open_out: Callable[[], Path], log: Lo
     """The job, writing into the staging folder that ``open_out()`` returns."""
     from features.extractors import ExtractorConfig, build_extractor, fit_projection
     from scene.model_folder import find_iteration, load_model
-    from segmentation import export
-    from segmentation.views import load_views
-    from segmentation.voting import accumulate_votes, label_counts, make_selection
 
     t_start = time.perf_counter()
     laps = Laps()
@@ -280,7 +276,6 @@ def _run_affordance(cfg: AffordanceConfig, open_out: Callable[[], Path], log: Lo
     outputs_2d: list[str] = []
 
     def label_maps() -> Iterator[tuple[Any, np.ndarray]]:
-        from segmentation.export import overlay, save_png
         from utils.masks import resize_nearest
 
         for cam in cams:
@@ -304,7 +299,7 @@ def _run_affordance(cfg: AffordanceConfig, open_out: Callable[[], Path], log: Lo
                 save_label_png(out / "labels_2d" / f"{stem}.png", lm)
                 if photo is None:
                     photo = cam.prepare_image(cam.read_raw())
-                save_png(out / "overlays_2d" / f"{stem}.png", overlay(_to_uint8(photo), lm))
+                save_png(out / "overlays_2d" / f"{stem}.png", overlay(to_uint8(photo), lm))
                 outputs_2d.append(stem)
             if name in render_names:
                 kept_maps[name] = lm
@@ -329,8 +324,8 @@ def _run_affordance(cfg: AffordanceConfig, open_out: Callable[[], Path], log: Lo
     t = lap("decide", t)
 
     outputs = _write_scenes(out, gaussians, labels, classes, srcs)
-    export.save_npy(out / "labels.npy", labels)
-    export.save_npy(out / "votes.npy", votes)
+    save_npy(out / "labels.npy", labels)
+    save_npy(out / "votes.npy", votes)
     outputs += ["labels.npy", "votes.npy"]
     if cfg.save_2d:
         outputs += [f"labels_2d/ ({len(outputs_2d)} PNGs)", f"overlays_2d/ ({len(outputs_2d)} PNGs)"]
@@ -368,9 +363,8 @@ def _run_affordance(cfg: AffordanceConfig, open_out: Callable[[], Path], log: Lo
         "timings_s": {},
         "outputs": outputs + ["summary.json"],
     }
-    timings["total"] = round(time.perf_counter() - t_start, 4)
-    summary["timings_s"] = timings
-    export.save_json(out / "summary.json", summary)
+    timings["total"] = time.perf_counter() - t_start
+    summary = save_summary(out / "summary.json", summary, timings, SUMMARY_VERSION)
     return AffordanceResult(out, summary, labels, votes, classes, summary["outputs"])
 
 
@@ -378,9 +372,6 @@ def _write_scenes(out: Path, gaussians: Any, labels: np.ndarray, classes: ClassL
                   ) -> list[str]:
     """labelled.ply (SH DC = class colour) and extracted_<class>.ply for every class the sources contain."""
     import torch
-
-    from features.clustering import recoloured
-    from segmentation.export import safe_name
 
     palette = class_colours(len(classes))
     colours = np.where(labels[:, None] >= 0, palette[np.clip(labels, 0, None)], np.float32(UNDECIDED_RGB))
@@ -401,14 +392,11 @@ def _write_scenes(out: Path, gaussians: Any, labels: np.ndarray, classes: ClassL
 def _write_renders(out: Path, cams: list, gaussians: Any, labels: np.ndarray, classes: ClassList,
                    maps: dict[str, np.ndarray], stems: dict[str, str], cfg: AffordanceConfig) -> list[str]:
     """renders/<view>.png: photo | 2D label map (transferred or annotated) | rendered 3D labelling."""
-    from segmentation.evaluate import render_label_map
-    from segmentation.export import overlay, save_png
-
     written = []
     for cam in cams:
         if cam.image_name not in maps:
             continue
-        photo = _to_uint8(cam.prepare_image(cam.read_raw()))
+        photo = to_uint8(cam.prepare_image(cam.read_raw()))
         lm3 = render_label_map(cam, gaussians, labels, classes.num_labels, cfg.backend, cfg.num_threads)
         strip = np.concatenate([caption(photo, "photo"), caption(overlay(photo, maps[cam.image_name]), "2D"),
                                 caption(overlay(photo, lm3), "3D")], axis=1)

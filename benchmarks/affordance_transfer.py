@@ -42,13 +42,13 @@ CLASSES = "background,object"
 def train_model(source: str, model: Path, iterations: Optional[int]) -> dict[str, Any]:
     """train.py's library function: preset cpu, --eval, the data's 256 px."""
     from training.config import parse_train_args
-    from training.trainer import train
+    from training.trainer import run_train
 
     argv = ["-s", source, "-m", str(model), "-r", "1", "--eval", "--preset", "cpu", "--quiet"]
     if iterations:
         argv += ["--iterations", str(iterations)]
-    cfg, _ = parse_train_args(argv)
-    res = train(cfg)
+    cfg = parse_train_args(argv)
+    res = run_train(cfg)
     return {"iterations": res.last_iteration, "gaussians": res.num_gaussians, "seconds": round(res.wall_time_s, 1),
             "test_psnr": {str(k): v.get("test", {}).get("psnr") for k, v in res.evaluations.items()}}
 
@@ -75,7 +75,7 @@ def vote_masks(gaussians: Any, cams: list, masks: Path, propagate: bool) -> np.n
 
 def view_ious_3d(gaussians: Any, labels: np.ndarray, cams: list, masks: Path) -> list[float]:
     """Object IoU of every view separately (the pooled IoU hides whether a few views fail)."""
-    from segmentation.evaluate import render_label_map
+    from segmentation.labels import render_label_map
 
     out = []
     for cam in cams:
@@ -113,7 +113,7 @@ def main() -> int:
     from affordance.evaluate import evaluate_folder, evaluate_rendered
     from affordance.pipeline import AffordanceConfig, run_affordance
     from scene.model_folder import load_model
-    from segmentation.views import load_views
+    from scene.views import load_views
 
     source = Path(a.source).resolve()
     masks = source / "masks"

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from arguments import ModelParams  # noqa: E402
 from scene.model_folder import load_model  # noqa: E402
-from segmentation.views import load_views  # noqa: E402
+from scene.views import load_views  # noqa: E402
 
 
 def main() -> int:

@@ -46,7 +46,7 @@ import json, sys, time
 import numpy as np, torch
 sys.path.insert(0, ".")
 from scene.model_folder import load_model
-from segmentation.views import load_views
+from scene.views import load_views
 model, n_views, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 params, g, _ = load_model(model)
 cams = load_views(params, "train").cameras

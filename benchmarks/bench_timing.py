@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, like Inria's scripts
 
 from gaussian_renderer import render, resolve_backend, vote  # noqa: E402
-from pruning.pipeline import load_views  # noqa: E402
+from pruning.pipeline import prune_views  # noqa: E402
 from pruning.prune import RenderOptions, prune_gaussians, total_contribution  # noqa: E402
 from scene.cameras import Camera  # noqa: E402
 from scene.gaussian_model import GaussianModel  # noqa: E402
@@ -165,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not args.masks:
                 raise UserError("-m given without --masks; pass the mask folder matching the training views")
             params, gaussians, _ = load_model(args.model_path, args.iteration)
-            train = load_views(Path(args.model_path), params, args.source_path).train
+            train = prune_views(Path(args.model_path), params, args.source_path).train
             background = torch.ones(3) if params.white_background else torch.zeros(3)
             mask_dir, fmt, scene_name = Path(args.masks), args.mask_format, args.model_path
         else:

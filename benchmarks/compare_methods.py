@@ -45,7 +45,7 @@ def run(script: str, *args: str, quiet: bool = True) -> float:
 def train_views(model: Path, source: str) -> list[str]:
     """Image names of the training split (what train.py trained on), in sorted order."""
     from scene.model_folder import load_model
-    from segmentation.views import load_views
+    from scene.views import load_views
 
     params, _, _ = load_model(model)
     return sorted(c.image_name for c in load_views(params, "train", source).cameras)

@@ -40,8 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 from arguments import ModelParams  # noqa: E402
 from scene.model_folder import load_model  # noqa: E402
-from segmentation.evaluate import render_label_map, score_view  # noqa: E402
-from segmentation.views import load_views  # noqa: E402
+from scene.views import load_views  # noqa: E402
+from segmentation.evaluate import score_view  # noqa: E402
+from segmentation.labels import render_label_map  # noqa: E402
 from segmentation.voting import make_selection, vote_view  # noqa: E402
 from utils.masks import open_masks  # noqa: E402
 

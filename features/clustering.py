@@ -23,20 +23,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from arguments import flag, options
 from scene.cameras import Camera
-
 
 
 @dataclass
 class ClusterConfig:
-    """KMeans on weighted [normalised features, normalised positions] (one field per cluster.py flag)."""
+    """KMeans on weighted [normalised features, normalised positions] (each field is its cluster.py flag)."""
 
-    k: int = 8                      # number of clusters
-    feature_weight: float = 1.0     # weight of the L2-normalised feature
-    xyz_weight: float = 0.3         # weight of the normalised position
-    minibatch_above: int = 200_000  # MiniBatchKMeans beyond this many Gaussians
-    n_init: int = 3                 # KMeans restarts
-    seed: int = 0
+    k: int = flag(8, "number of clusters", required=True)
+    feature_weight: float = flag(1.0, "weight of the unit features")
+    xyz_weight: float = flag(0.3, "weight of positions normalised to the scene's 90th-percentile radius")
+    minibatch_above: int = flag(200_000, "use MiniBatchKMeans above this many Gaussians")
+    n_init: int = flag(3, "KMeans restarts")
+    seed: int = options.seed()
 
 
 def normalised_positions(xyz: np.ndarray) -> np.ndarray:  # xyz: [N, 3] -> [N, 3]
@@ -143,18 +143,6 @@ def selection_labels(cluster_ids: np.ndarray, selected: np.ndarray, seen: Option
 
 
 # ----- outputs -----------------------------------------------------------------------------------------
-def recoloured(gaussians: Any, colors: np.ndarray) -> Any:
-    """A copy of ``gaussians`` whose SH DC renders ``colors`` [N, 3] in [0, 1] and higher SH are zero."""
-    from scene.gaussian_model import GaussianModel
-    from utils.sh import rgb_to_sh
-
-    d = gaussians.to_ply_data()
-    t = torch.from_numpy
-    dc = rgb_to_sh(t(np.asarray(colors, dtype=np.float32)))[:, None, :]
-    return GaussianModel.from_tensors(t(d.xyz), dc, torch.zeros_like(t(d.f_rest)), t(d.scale), t(d.rotation),
-                                      t(d.opacity), device=gaussians.device)
-
-
 def render_cluster_view(camera: Camera, gaussians: Any, colors: Tensor, backend: str = "auto",
                         num_threads: int = 0) -> np.ndarray:  # [H, 2W, 3] uint8
     """RGB render | cluster colouring (override colours [N, 3], black background), side by side."""

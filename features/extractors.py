@@ -23,13 +23,14 @@ import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Literal, Optional, Protocol, Sequence
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
+from arguments import flag, options
 from utils.errors import UserError
 from utils.io import atomic_torch_save
 
@@ -44,22 +45,60 @@ _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
+ExtractorName = Literal["classic", "dino", "dinov2"]
+
+
+# The extractor's flags, declared once: extract_features.py takes them through ExtractorConfig, affordance.py
+# through its own config (which builds an ExtractorConfig).
+def extractor_flag(group: Optional[str] = None) -> Any:
+    return flag("classic", "classic: weight-free colour+texture stand-in (not DINO); dino/dinov2: ViT from "
+                "--weights", group=group)
+
+
+def weights_flag(group: Optional[str] = None) -> Any:
+    return flag(None, "dino/dinov2: local checkpoint file, e.g. dino_deitsmall16_pretrain.pth or "
+                "dinov2_vits14_pretrain.pth (never downloaded)", group=group)
+
+
+def arch_flag(group: Optional[str] = None) -> Any:
+    return flag(None, "timm model name (default vit_small_patch16_224.dino / vit_small_patch14_dinov2.lvd142m) or, "
+                "with --hub-repo, the hubconf entry (dino_vits16 / dinov2_vits14)", group=group)
+
+
+def hub_repo_flag(group: Optional[str] = None) -> Any:
+    return flag(None, "local clone of facebookresearch/dino(v2): loaded with torch.hub.load(DIR, source='local') "
+                "instead of timm", group=group)
+
+
+def dim_flag(default: int = 64, group: Optional[str] = None) -> Any:
+    return flag(default, "feature channels after PCA (capped by the raw channel count)", group=group)
+
+
+def stride_flag(default: int = 4, group: Optional[str] = None) -> Any:
+    return flag(default, "feature map = image size / stride", group=group)
+
+
+def pca_samples_flag(default: int = 200_000, group: Optional[str] = None) -> Any:
+    return flag(default, "pixels sampled over all images for the PCA", group=group)
+
+
 @dataclass
 class ExtractorConfig:
-    """How features are extracted and compressed (one field per extract_features.py flag)."""
+    """How features are extracted and compressed (each field is its extract_features.py flag)."""
 
-    extractor: str = "classic"         # classic | dino | dinov2
-    weights: Optional[str] = None      # dino/dinov2: local checkpoint file (never downloaded)
-    arch: Optional[str] = None         # timm model name, or hubconf entry with hub_repo; None: ViT-S default
-    hub_repo: Optional[str] = None     # local clone of facebookresearch/dino(v2) for torch.hub source="local"
-    dim: int = 64                      # PCA output channels (capped by the raw channel count)
-    stride: int = 4                    # output map is about image / stride
-    position: bool = False             # classic: append normalised (x, y) pixel position channels
-    pca_samples: int = 200_000         # pixels sampled over all images to fit the PCA
-    max_tokens: int = 4096             # ViT: cap on patch tokens per image (CPU time / memory)
-    cache_mb: int = 4096               # raw maps kept in memory between the PCA fit and the projection
-    seed: int = 0
-    device: str = "cpu"
+    extractor: ExtractorName = extractor_flag()
+    weights: Optional[str] = weights_flag()
+    arch: Optional[str] = arch_flag()
+    hub_repo: Optional[str] = hub_repo_flag()
+    dim: int = dim_flag()
+    stride: int = stride_flag()
+    position: bool = flag(False, "classic: add normalised pixel position channels")
+    pca_samples: int = pca_samples_flag()
+    max_tokens: int = flag(4096, "ViT: at most this many patch tokens per image (CPU time / memory)")
+    cache_mb: int = flag(4096, "raw maps kept in memory between the PCA fit and the projection (beyond it they are "
+                         "extracted again)")
+    seed: int = options.seed()
+    device: str = options.device("device for the ViT")
 
 
 class Extractor(Protocol):

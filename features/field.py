@@ -29,24 +29,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from arguments import Backend, flag, options
 from scene.cameras import Camera
 from utils.errors import UserError
-from utils.io import atomic_torch_save, atomic_write_text
+from utils.io import atomic_torch_save, save_summary
 
 
 FIELD_FORMAT = "gs-segment-gaussian-features-v1"
+CONFIG_VERSION = 1   # config.json; 1: the first versioned file (adds "version" and "timings_s")
 
 
 @dataclass
 class FieldConfig:
-    """Training of the per-Gaussian features (one field per dino_train.py flag)."""
+    """Training of the per-Gaussian features (each field is its dino_train.py flag)."""
 
-    iterations: int = 1500       # one training view per iteration (Inria-style shuffled stack)
-    lr: float = 0.02             # Adam learning rate on the features (targets are standardised)
-    cosine_weight: float = 0.0   # weight of the (1 - cosine similarity) term
-    backend: str = "auto"        # rasterizer backend (see gaussian_renderer)
-    num_threads: int = 0         # CPU rasterizer threads (0: all)
-    seed: int = 0
+    iterations: int = flag(1500, "training iterations (one view each, Inria-style shuffled stack)")
+    lr: float = flag(0.02, "Adam learning rate of the features (targets are standardised)")
+    cosine_weight: float = flag(0.0, "weight of the (1 - cosine similarity) loss term added to L1")
+    backend: Backend = options.backend()
+    num_threads: int = options.num_threads("CPU threads for the rasterizer and torch (default 0: all cores)")
+    seed: int = options.seed()
 
 
 @dataclass
@@ -253,8 +255,6 @@ def save_field(path: str | Path, result: FieldResult, meta: dict[str, Any],
                "channel_std": result.channel_std.float(), "meta": dict(meta)}
     atomic_torch_save(path, payload)
     if config_path is not None:
-        import json
-
         tail = result.losses[-50:]
         info = {"format": FIELD_FORMAT, "config": asdict(cfg) if cfg is not None else None, **meta,
                 "num_gaussians": int(result.features.shape[0]), "channels": int(result.features.shape[1]),
@@ -262,7 +262,7 @@ def save_field(path: str | Path, result: FieldResult, meta: dict[str, Any],
                 "loss_first": result.losses[0] if result.losses else None,
                 "loss_last50_mean": float(np.mean(tail)) if tail else None,
                 "normalisation": "targets standardised per channel: (f - channel_mean) / channel_std"}
-        atomic_write_text(config_path, json.dumps(info, indent=2))
+        save_summary(config_path, info, {"train": meta.get("seconds", 0.0)}, CONFIG_VERSION)
 
 
 def load_field(path: str | Path, num_gaussians: Optional[int] = None) -> tuple[Tensor, Tensor, dict[str, Any]]:

@@ -18,7 +18,6 @@ Folder layout (beside Inria's model folder; every folder written through utils.o
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,14 +26,21 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from features.clustering import (ClusterConfig, cluster_gaussians, cluster_mask_scores, palette, recoloured,
-                                 render_cluster_view, select_clusters, selection_labels)
+from arguments import Backend, flag, nested, options
+from features.clustering import (ClusterConfig, cluster_gaussians, cluster_mask_scores, palette, render_cluster_view,
+                                 select_clusters, selection_labels)
 from features.extractors import ExtractorConfig, build_extractor, extract_feature_maps, load_features, save_features
 from features.field import FieldConfig, TargetMaps, field_paths, load_field, match_views, save_field, \
     train_feature_field
+from scene.recolour import recoloured
+from scene.views import load_views
 from utils.errors import UserError
+from utils.io import safe_name, save_json, save_npy, save_png, save_summary
+from utils.outputs import OutputFolder
+from utils.previews import evenly_spaced
 
 Log = Callable[[str], None]
+CLUSTERS_VERSION = 1   # clusters.json; 1: the first versioned file
 
 
 def _quiet(_: str) -> None:
@@ -48,60 +54,87 @@ def default_features_path(source_path: str | Path) -> Path:
     return Path("output") / "features" / Path(os.path.abspath(source_path)).name / "features.pt"
 
 
-def run_extract(source_path: str, cfg: ExtractorConfig, out: str = "", images: str = "images",
-                resolution: int = -1, progress: bool = True, log: Log = _quiet, force: bool = False) -> Path:
-    """Extract, PCA-compress and save the feature maps of every view of a scene; returns the file written."""
-    from scene.dataset_readers import read_scene
-    from utils.outputs import OutputFolder
+@dataclass
+class ExtractFeaturesConfig:
+    """Everything extract_features.py takes; each field is its flag."""
 
-    path = Path(out) if out else default_features_path(source_path)
-    with OutputFolder(path.parent, "extract_features.py", [source_path, cfg.weights, cfg.hub_repo], force,
+    source_path: str = options.source_path("scene folder (COLMAP, LLFF or NeRF-synthetic)", required=True)
+    images: str = options.images("images", "image folder inside the source")
+    resolution: int = options.resolution(-1, "Inria's -r: -1 auto (<= 1600 px), 1/2/4/8 divide, > 8 target width")
+    extractor: ExtractorConfig = nested(ExtractorConfig, "extractor")
+    out: str = options.out("output file (default: output/features/<name of SOURCE>/features.pt; never inside "
+                           "SOURCE, an input)")
+    progress: bool = options.progress()
+    force: bool = options.force()
+
+
+@dataclass
+class ExtractFeaturesResult:
+    path: Path                 # the features.pt written
+    meta: dict[str, Any]       # its "__meta__" (extractor, PCA, timings)
+
+
+def run_extract(cfg: ExtractFeaturesConfig, log: Log = _quiet) -> ExtractFeaturesResult:
+    """Extract, PCA-compress and save the feature maps of every view of a scene."""
+    from scene.dataset_readers import read_scene
+
+    ecfg = cfg.extractor
+    path = Path(cfg.out) if cfg.out else default_features_path(cfg.source_path)
+    with OutputFolder(path.parent, "extract_features.py", [cfg.source_path, ecfg.weights, ecfg.hub_repo], cfg.force,
                       files=[path.name]) as folder:
-        extractor = build_extractor(cfg)  # weights / packages are checked before any image is read
-        info = read_scene(source_path, images, resolution, eval=False)
+        extractor = build_extractor(ecfg)  # weights / packages are checked before any image is read
+        info = read_scene(cfg.source_path, cfg.images, cfg.resolution, eval=False)
         cams = list(info.train_cameras) + list(info.test_cameras)
         log(f"extractor {extractor.description}")
-        log(f"scene     {source_path}: {len(cams)} views at {cams[0].width}x{cams[0].height}")
+        log(f"scene     {cfg.source_path}: {len(cams)} views at {cams[0].width}x{cams[0].height}")
         t0 = time.perf_counter()
         maps, meta = extract_feature_maps([(c.image_name, (lambda c=c: c.prepare_image(c.read_raw())))
-                                           for c in cams], extractor, cfg, progress=progress)
-        meta.update(source_path=str(Path(source_path).resolve()), resolution=int(resolution), images=images,
-                    num_images=len(maps), seconds=round(time.perf_counter() - t0, 3))
+                                           for c in cams], extractor, ecfg, progress=cfg.progress)
+        meta.update(source_path=str(Path(cfg.source_path).resolve()), resolution=int(cfg.resolution),
+                    images=cfg.images, num_images=len(maps), seconds=round(time.perf_counter() - t0, 3))
         save_features(folder.path(path.name), maps, meta)
         folder.commit()
     c, h, w = next(iter(maps.values())).shape
     log(f"wrote     {path}: {len(maps)} maps of {c}x{h}x{w} float16 ({meta['extractor']}, PCA keeps "
         f"{100 * meta['pca_explained_variance']:.1f}% of the variance) in {meta['seconds']:.1f} s")
-    return path
+    return ExtractFeaturesResult(path, meta)
 
 
 # ----- dino_train.py ------------------------------------------------------------------------------------
 @dataclass
-class TrainJob:
-    model_path: str
-    features: str = ""          # features.pt (default: output/features/<scene of cfg_args>/features.pt)
-    iteration: int = -1
-    source_path: str = ""       # override cfg_args' source (only used to find the training split)
-    field: FieldConfig = field(default_factory=FieldConfig)
-    device: str = "cpu"
-    progress: bool = True
-    force: bool = False         # write into a MODEL/features folder that holds no dino_train.py output
+class DinoTrainConfig:
+    """Everything dino_train.py takes; each field is its flag."""
+
+    model_path: str = options.model_path("trained model folder (Inria layout)")
+    features: str = flag("", "features.pt from extract_features.py (default: output/features/<scene folder of "
+                         "cfg_args>/features.pt, extract_features.py's default)")
+    iteration: int = options.iteration()
+    source_path: str = options.source_path("scene folder (default: cfg_args'; decides the training split)")
+    field: FieldConfig = nested(FieldConfig, "feature field")
+    device: str = options.device()
+    progress: bool = options.progress()
+    force: bool = options.force()
 
 
-def run_train(job: TrainJob, log: Log = _quiet) -> tuple[Path, dict[str, Any]]:
-    """Train the per-Gaussian feature field of a model on its training views; returns (file, summary)."""
+@dataclass
+class DinoTrainResult:
+    path: Path                 # MODEL/features/gaussian_features.pt
+    summary: dict[str, Any]    # losses, seconds, Gaussians seen
+
+
+def run_dino_train(cfg: DinoTrainConfig, log: Log = _quiet) -> DinoTrainResult:
+    """Train the per-Gaussian feature field of a model on its training views."""
     from scene.model_folder import find_iteration, model_inputs
-    from utils.outputs import OutputFolder
 
-    iteration = find_iteration(job.model_path, None if job.iteration < 0 else job.iteration)
-    inputs = model_inputs(job.model_path, job.source_path)
-    feat_path = Path(job.features) if job.features else _default_features(inputs[1:])
-    out = field_paths(job.model_path)[0].parent
-    with OutputFolder(out, "dino_train.py", [*inputs, feat_path], job.force, flag=None) as folder:
-        path, summary = _train_field(job, iteration, feat_path, folder, log)
+    iteration = find_iteration(cfg.model_path, None if cfg.iteration < 0 else cfg.iteration)
+    inputs = model_inputs(cfg.model_path, cfg.source_path)
+    feat_path = Path(cfg.features) if cfg.features else _default_features(inputs[1:])
+    out = field_paths(cfg.model_path)[0].parent
+    with OutputFolder(out, "dino_train.py", [*inputs, feat_path], cfg.force, flag=None) as folder:
+        path, summary = _train_field(cfg, iteration, feat_path, folder, log)
         folder.commit()
     log(f"wrote     {path}")
-    return path, summary
+    return DinoTrainResult(path, summary)
 
 
 def _default_features(source: list[Path]) -> Path:
@@ -116,10 +149,9 @@ def _default_features(source: list[Path]) -> Path:
     return path
 
 
-def _train_field(job: TrainJob, iteration: int, feat_path: Path, folder: Any, log: Log
+def _train_field(job: DinoTrainConfig, iteration: int, feat_path: Path, folder: Any, log: Log
                  ) -> tuple[Path, dict[str, Any]]:
     from scene.model_folder import load_model
-    from segmentation.views import load_views
 
     params, gaussians, iteration = load_model(job.model_path, iteration, device=job.device)
     views = load_views(params, "train", job.source_path)
@@ -152,21 +184,32 @@ def _train_field(job: TrainJob, iteration: int, feat_path: Path, folder: Any, lo
 
 # ----- cluster.py ---------------------------------------------------------------------------------------
 @dataclass
-class ClusterJob:
-    model_path: str
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    features: str = ""                        # gaussian_features.pt (default: <model>/features/...)
-    iteration: int = -1
-    out: str = ""                             # default <model>/clusters
-    select: list[tuple[str, str]] = field(default_factory=list)  # (view name, mask file) pairs
-    inside_frac: float = 0.5
-    render_views: int = 4
-    cluster_plys: bool = True
-    source_path: str = ""
-    backend: str = "auto"
-    num_threads: int = 0
-    device: str = "cpu"
-    force: bool = False                       # write into a non-empty --out that holds no cluster.py output
+class ClusterJobConfig:
+    """Everything cluster.py takes; each field is its flag."""
+
+    model_path: str = options.model_path("trained model folder (Inria layout)")
+    cluster: ClusterConfig = nested(ClusterConfig, "clustering")
+    features: str = flag("", "gaussian_features.pt (default: MODEL/features/)")
+    iteration: int = options.iteration()
+    out: str = options.out("output folder (default: MODEL/clusters)")
+    select_by_mask: list[tuple[str, str]] = flag(
+        default_factory=list, help="select clusters mostly inside MASK (binary image) seen from VIEW (image name); "
+        "repeatable", nargs=2, repeat=True, metavar=("VIEW", "MASK"))
+    inside_frac: float = flag(0.5, "a cluster is selected when this fraction of its rendered weight lies inside the "
+                              "masks")
+    render_views: int = flag(4, "views rendered with the cluster colours")
+    cluster_plys: bool = flag(True, "write one PLY per cluster (--no-cluster-plys: none)")
+    source_path: str = options.source_path("scene folder (default: cfg_args'; else cameras.json)")
+    backend: Backend = options.backend()
+    num_threads: int = options.num_threads("CPU threads for the rasterizer and torch (default 0: all cores)")
+    device: str = options.device()
+    force: bool = options.force()
+
+
+@dataclass
+class ClusterResult:
+    out: Path                  # the folder written (default MODEL/clusters)
+    summary: dict[str, Any]    # clusters.json
 
 
 def _view_lookup(cameras: list[Any]) -> dict[str, Any]:
@@ -195,27 +238,28 @@ def load_mask_views(select: list[tuple[str, str]], cameras: list[Any]) -> list[t
     return out
 
 
-def run_cluster(job: ClusterJob, log: Log = _quiet) -> tuple[Path, dict[str, Any]]:
+def run_cluster(job: ClusterJobConfig, log: Log = _quiet) -> ClusterResult:
     """Cluster a model's Gaussians by their learnt features; optionally select clusters by 2D masks."""
     from scene.model_folder import find_iteration, model_inputs
-    from utils.outputs import OutputFolder
 
+    if job.cluster.k < 1:
+        raise UserError(f"--k {job.cluster.k}: must be >= 1")
+    if not 0.0 <= job.inside_frac <= 1.0:
+        raise UserError(f"--inside-frac {job.inside_frac}: must be in [0, 1]")
     find_iteration(job.model_path, None if job.iteration < 0 else job.iteration)  # a wrong -m fails first
     final = Path(job.out) if job.out else Path(job.model_path) / "clusters"
     feat_path = Path(job.features) if job.features else field_paths(job.model_path)[0]
-    inputs = [*model_inputs(job.model_path, job.source_path), feat_path, *(m for _, m in job.select)]
+    inputs = [*model_inputs(job.model_path, job.source_path), feat_path, *(m for _, m in job.select_by_mask)]
     with OutputFolder(final, "cluster.py", inputs, job.force) as folder:
         summary = _cluster(job, feat_path, folder.dir, log)
         folder.commit()
     log(f"wrote     {final}: {', '.join(summary['outputs'])}")
-    return final, summary
+    return ClusterResult(final, summary)
 
 
-def _cluster(job: ClusterJob, feat_path: Path, out: Path, log: Log) -> dict[str, Any]:
+def _cluster(job: ClusterJobConfig, feat_path: Path, out: Path, log: Log) -> dict[str, Any]:
     """The job, writing into ``out`` (the staging folder)."""
     from scene.model_folder import load_model
-    from segmentation.export import evenly_spaced, save_json, save_npy, save_png
-    from segmentation.views import load_views
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -224,7 +268,8 @@ def _cluster(job: ClusterJob, feat_path: Path, out: Path, log: Log) -> dict[str,
     n = len(gaussians)
     feats, seen, fmeta = load_field(feat_path, n)
     views = load_views(params, "all", job.source_path)
-    mask_views = load_mask_views(job.select, views.cameras) if job.select else []
+    select = [(str(v), str(m)) for v, m in job.select_by_mask]
+    mask_views = load_mask_views(select, views.cameras) if select else []
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -253,7 +298,7 @@ def _cluster(job: ClusterJob, feat_path: Path, out: Path, log: Log) -> dict[str,
     rendered = set()
     for i in evenly_spaced(len(views.cameras), job.render_views):
         cam = views.cameras[i]
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", cam.image_name) + ".png"
+        name = safe_name(cam.image_name, "view") + ".png"
         save_png(out / "renders" / name, render_cluster_view(cam, gaussians, color_t, job.backend, job.num_threads))
         rendered.add(name)
     if rendered:
@@ -280,7 +325,7 @@ def _cluster(job: ClusterJob, feat_path: Path, out: Path, log: Log) -> dict[str,
         sel_summary = {
             "method": "feature-field clusters selected by 2D mask",
             "model_path": str(job.model_path), "iteration": int(iteration), "num_gaussians": n,
-            "masks": {"format": "binary", "files": [m for _, m in job.select]},
+            "masks": {"format": "binary", "files": [m for _, m in select]},
             "labels": {"ids": [1], "names": ["selected"],
                        "values": "labels.npy: -1 undecided (feature never trained), 0 background, 1 selected"},
             "views": {"used": len(mask_views), "used_names": [c.image_name for c, _ in mask_views]},
@@ -296,7 +341,5 @@ def _cluster(job: ClusterJob, feat_path: Path, out: Path, log: Log) -> dict[str,
         outputs.append("selection/{labels.npy, extracted.ply, summary.json}")
         log(f"selected  clusters {np.flatnonzero(selected).tolist()} ({int((labels == 1).sum())} Gaussians) by "
             f"{len(mask_views)} mask(s) with inside fraction >= {job.inside_frac}")
-    summary["timings_s"] = {k_: round(v, 4) for k_, v in timings.items()}
     summary["outputs"] = outputs
-    save_json(out / "clusters.json", summary)
-    return summary
+    return save_summary(out / "clusters.json", summary, timings, CLUSTERS_VERSION)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import shutil
 import time
@@ -25,43 +24,62 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from arguments import ModelParams, read_cfg_args, write_cfg_args
+from arguments import Backend, ModelParams, flag, options, read_cfg_args, write_cfg_args
 from gaussian_renderer import resolve_backend
 from pruning.prune import BOUND, DEFAULT_SWEEP, PruneResult, RenderOptions, prune_gaussians, removal_mask
 from pruning.quality import Quality, evaluate, evaluate_pruned
 from scene.cameras import Camera, ImageCache
-from scene.dataset_readers import read_scene
 from scene.gaussian_model import GaussianModel
-from scene.model_folder import (find_iteration, load_model, ply_path, read_cameras_json, save_model,
-                                write_cameras_json)
+from scene.model_folder import find_iteration, load_model, ply_path, save_model, write_cameras_json
+from scene.views import load_views
 from utils.errors import UserError
-from utils.io import atomic_path, atomic_write_text
+from utils.io import atomic_path, atomic_write_text, json_safe, save_json, save_summary
 from utils.outputs import OutputFolder
 
 Log = Callable[[str], None]
+REPORT_VERSION = 1   # prune_report.json; 1: the first versioned report ("times" became "timings_s")
 _MODEL_FIELDS = {f.name for f in fields(ModelParams)}
+
+
+def parse_thresholds(text: str) -> tuple[float, ...]:
+    """``"0,1e-4,1e-2"`` -> (0.0, 0.0001, 0.01) (the --sweep-thresholds flag)."""
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 @dataclass
 class PruneConfig:
-    """Everything prune.py takes (flag names in brackets)."""
+    """Everything prune.py takes; each field is its flag."""
 
-    model_path: str                           # [-m] trained model folder (Inria layout)
-    out: str = ""                             # [--out] new folder; "" = <model_path>_pruned
-    threshold: Optional[float] = None         # [--threshold] None: lossless mode; T: contribution < T*max
-    sweep: bool = False                       # [--sweep] also write sweep.json / sweep.png
-    sweep_thresholds: tuple[float, ...] = DEFAULT_SWEEP  # [--sweep_thresholds]
-    iteration: int = -1                       # [--iteration] -1: newest
-    source_path: str = ""                     # [-s] overrides cfg_args' source_path
-    backend: str = "auto"                     # [--backend]
-    num_threads: int = 0                      # [--threads] CPU rasterizer threads, 0: all
-    force: bool = False                       # [--force] write into a non-empty --out that is not prune.py's
-    device: str = "cpu"                       # [--device]
-    progress: bool = True                     # tqdm bars (terminal only)
+    model_path: str = options.model_path()
+    out: str = options.out("new output folder (default: <model_path>_pruned)")
+    threshold: Optional[float] = flag(None, "also remove Gaussians with contribution < T x max contribution (lossy; "
+                                      "the report gives the cost). Default: lossless mode")
+    sweep: bool = flag(False, "write sweep.json and sweep.png (held-out PSNR vs %% removed per threshold) without "
+                       "writing a model per threshold")
+    sweep_thresholds: tuple[float, ...] = flag(DEFAULT_SWEEP, "thresholds for --sweep", parse=parse_thresholds)
+    iteration: int = options.iteration("iteration to load (default: newest)")
+    source_path: str = options.source_path("scene folder (default: cfg_args' source_path)")
+    backend: Backend = options.backend()
+    num_threads: int = options.num_threads("CPU rasterizer threads (0: all cores)")
+    force: bool = options.force()
+    device: str = options.device()
+    progress: bool = options.progress()
 
 
 @dataclass
-class Views:
+class PruneReport:
+    """What run_prune wrote: the report (prune_report.json) and, with --sweep, the rows of sweep.json."""
+
+    out: Path
+    report: dict[str, Any]
+    sweep: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class PruneViews:
     """Cameras used for the contribution / verification (train) and for quality (heldout)."""
 
     train: list[Camera]
@@ -89,60 +107,37 @@ def check_no_foreign_iterations(folder: Any, out: Path) -> None:
                         "the newest one); pass --out a new folder")
 
 
-def load_views(model_path: Path, params: ModelParams, source_override: str = "") -> Views:
+def prune_views(model_path: Path, params: ModelParams, source_override: str = "") -> PruneViews:
     """Training / held-out cameras, as the model was trained (cfg_args' resolution, --eval split, background).
 
     Without the source images (cfg_args' source_path gone and no -s), every camera of cameras.json counts as
     a training view (conservative: more views can only keep more Gaussians) and quality is measured against
     the unpruned model's renders.
     """
-    from scene.model_sources import align_scene, require_data
-
-    source = source_override or params.source_path
-    require_data(params, source)
-    if source_override or (source and Path(source).is_dir()):
-        info = read_scene(source, params.images, params.resolution, params.eval, params.white_background)
-        info, frame = align_scene(params, info)  # splatfacto/gsplat: cameras into the model's frame
-        if not info.train_cameras:
-            raise UserError(f"{source}: no training views; check -s and cfg_args")
-        everyone = info.train_cameras + info.test_cameras
-        if params.eval and info.test_cameras:
-            return Views(info.train_cameras, info.test_cameras, "test", "ground truth", all_cameras=everyone,
-                         model_frame=frame)
+    views = load_views(params, "train", source_override, cameras_json="all")
+    if views.cameras_from == "source":
+        if params.eval and views.test_cameras:
+            return PruneViews(views.cameras, views.test_cameras, "test", "ground truth",
+                              all_cameras=views.all_cameras, model_frame=views.model_frame)
         note = ("model trained without --eval: no held-out split exists, so quality is measured on the "
                 "training views")
-        return Views(info.train_cameras, info.train_cameras, "train", "ground truth", note, everyone, frame)
-    cams = read_cameras_json(model_path / "cameras.json")
-    if not cams:
-        raise UserError(f"{model_path / 'cameras.json'}: no cameras; re-create the model folder with train.py")
+        return PruneViews(views.cameras, views.cameras, "train", "ground truth", note, views.all_cameras,
+                          views.model_frame)
+    cams = views.cameras
+    source = source_override or params.source_path
     where = f"source folder {source!r} not found" if source else "cfg_args names no source folder"
     warnings.warn(f"{model_path}: {where}; pass -s SOURCE for held-out PSNR/SSIM against the photos. Using all "
                   f"{len(cams)} cameras of cameras.json as training views and the unpruned renders as reference",
                   stacklevel=2)
     note = f"{where}: all cameras.json views used; quality is relative to the unpruned model's renders"
-    return Views(cams, cams, "train+test (cameras.json)", "unpruned render", note, cams)
-
-
-def _finite(x: float) -> Optional[float]:
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf -> null, tuples -> lists."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float):
-        return _finite(obj)
-    return obj
+    return PruneViews(cams, cams, "train+test (cameras.json)", "unpruned render", note, cams)
 
 
 def _quality_dict(q: Quality) -> dict[str, Any]:
     return {"psnr": q.psnr, "ssim": q.ssim, "num_views": q.num_views}
 
 
-def run_sweep(gaussians: GaussianModel, contribution: torch.Tensor, views: Views, opts: RenderOptions,
+def run_sweep(gaussians: GaussianModel, contribution: torch.Tensor, views: PruneViews, opts: RenderOptions,
               thresholds: Sequence[float], cache: Optional[ImageCache]) -> list[dict[str, Any]]:
     """% removed and held-out quality per threshold (no verification, no models written)."""
     reference = gaussians if views.reference == "unpruned render" else None
@@ -209,7 +204,7 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def write_output(src_model: Path, out: Path, iteration: int, pruned: GaussianModel, params: ModelParams,
-                 views: Views, source_override: str, final: Optional[Path] = None) -> Path:
+                 views: PruneViews, source_override: str, final: Optional[Path] = None) -> Path:
     """Write the new model folder into ``out`` (the staging folder; ``final``: where it ends up, recorded in
     cfg_args); returns the PLY path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -265,7 +260,7 @@ def format_report(rep: dict[str, Any]) -> str:
     else:
         lines.append(f"training renders vs unpruned: max |diff| {v['max_abs_diff']:.6f}, PSNR min "
                      f"{f(v['min_psnr'], '.2f')} / mean {f(v['mean_psnr'], '.2f')} dB over {v['num_views']} views")
-    lines.append("times: " + " | ".join(f"{k} {t:.2f} s" for k, t in rep["times"].items()))
+    lines.append("times: " + " | ".join(f"{k} {t:.2f} s" for k, t in rep["timings_s"].items()))
     return "\n".join(lines)
 
 
@@ -276,7 +271,7 @@ def format_sweep(rows: Sequence[dict[str, Any]], reference: str) -> str:
     return "\n".join([head] + body)
 
 
-def run_prune(cfg: PruneConfig, log: Log = lambda s: None) -> dict[str, Any]:
+def run_prune(cfg: PruneConfig, log: Log = lambda s: None) -> PruneReport:
     """Load, prune, verify, measure and write; returns the report written to prune_report.json.
 
     Raises UserError for bad inputs (before any heavy work) and pruning.prune.VerificationError when the
@@ -300,16 +295,16 @@ def run_prune(cfg: PruneConfig, log: Log = lambda s: None) -> dict[str, Any]:
     log(format_report(rep))
     if cfg.sweep:
         log(format_sweep(sweep_rows, views.reference))
-    return rep
+    return PruneReport(out, rep, sweep_rows)
 
 
 def _prune(cfg: PruneConfig, model_path: Path, out: Path, stage: Path, iteration: int, device: torch.device,
-           t_all: float, log: Log) -> tuple[dict[str, Any], list[dict[str, Any]], Views]:
+           t_all: float, log: Log) -> tuple[dict[str, Any], list[dict[str, Any]], PruneViews]:
     """The job, writing the new model folder into ``stage`` (``out`` once committed)."""
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     params, gaussians, iteration = load_model(model_path, iteration, device)
-    views = load_views(model_path, params, cfg.source_path)
+    views = prune_views(model_path, params, cfg.source_path)
     background = torch.ones(3) if params.white_background else torch.zeros(3)
     opts = RenderOptions(background.to(device), cfg.backend, cfg.num_threads, cfg.progress, device)
     backend = resolve_backend(cfg.backend, device)
@@ -340,22 +335,22 @@ def _prune(cfg: PruneConfig, model_path: Path, out: Path, stage: Path, iteration
         t0 = time.perf_counter()
         ylabel = f"held-out PSNR (dB, {views.heldout_split} vs {views.reference})"
         plot_sweep(sweep_rows, stage / "sweep.png", before.psnr, ylabel)
-        atomic_write_text(stage / "sweep.json", json.dumps(_clean({
+        save_json(stage / "sweep.json", json_safe({
             "model_path": str(model_path), "iteration": iteration, "heldout_split": views.heldout_split,
-            "reference": views.reference, "unpruned": _quality_dict(before), "rows": sweep_rows}), indent=2))
+            "reference": views.reference, "unpruned": _quality_dict(before), "rows": sweep_rows}))
         times["sweep"] += time.perf_counter() - t0  # plot and table
     times["total"] = time.perf_counter() - t_all
 
     rep = build_report(cfg, model_path, out, iteration, backend, gaussians, res, views, before, after,
-                       _input_bytes(params, model_path, iteration), ply_out.stat().st_size, times)
-    rep = _clean(rep)
-    atomic_write_text(stage / "prune_report.json", json.dumps(rep, indent=2))
+                       _input_bytes(params, model_path, iteration), ply_out.stat().st_size)
+    rep = save_summary(stage / "prune_report.json", rep, times, REPORT_VERSION)
     return rep, sweep_rows, views
 
 
 def build_report(cfg: PruneConfig, model_path: Path, out: Path, iteration: int, backend: str,
-                 gaussians: GaussianModel, res: PruneResult, views: Views, before: Quality, after: Quality,
-                 ply_before: int, ply_after: int, times: dict[str, float]) -> dict[str, Any]:
+                 gaussians: GaussianModel, res: PruneResult, views: PruneViews, before: Quality, after: Quality,
+                 ply_before: int, ply_after: int) -> dict[str, Any]:
+    """prune_report.json without its timings (save_summary adds "version" and "timings_s")."""
     c = res.check
     n = len(gaussians)
     contrib = res.contribution
@@ -375,5 +370,5 @@ def build_report(cfg: PruneConfig, model_path: Path, out: Path, iteration: int, 
         "heldout": {"split": views.heldout_split, "reference": views.reference, "num_views": before.num_views,
                     "psnr_before": before.psnr, "psnr_after": after.psnr, "ssim_before": before.ssim,
                     "ssim_after": after.ssim, "note": views.note},
-        "times": times,
+        "timings_s": {},
     }

@@ -6,16 +6,19 @@ import sys
 
 import numpy as np
 
-from arguments import ModelParams, add_arguments, extract
+from arguments import ModelParams, config_parser, parse_config
 from scene.dataset_readers import read_scene
 from utils.errors import cli_main
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return config_parser(ModelParams, prog="python -m scene", description=__doc__)
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scene", description=__doc__)
-    add_arguments(parser, ModelParams, "Scene")
-    mp = extract(ModelParams, parser.parse_args(argv))
+    parser = build_parser()
+    mp, _ = parse_config(parser, argv)
     if not mp.source_path:
         parser.error("-s/--source_path is required")
     info = read_scene(mp.source_path, mp.images, mp.resolution, mp.eval, mp.white_background)

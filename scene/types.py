@@ -7,15 +7,7 @@ from typing import Optional
 import numpy as np
 
 from scene.cameras import Camera
-
-
-@dataclass
-class BasicPointCloud:
-    """Initial points (COLMAP points3D or random)."""
-
-    points: np.ndarray   # [P, 3] float32 world coordinates
-    colors: np.ndarray   # [P, 3] float32 RGB in [0, 1]
-    normals: Optional[np.ndarray] = None  # [P, 3] float32 (zeros in Inria)
+from utils.ply import BasicPointCloud  # noqa: F401 - defined beside its PLY reader (utils/ sits below scene/)
 
 
 @dataclass

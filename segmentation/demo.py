@@ -16,8 +16,18 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from arguments import flag
 from segmentation.synthetic import SyntheticScene, make_demo_scene
 from utils.errors import UserError
+
+@dataclass
+class DemoOptions:
+    """segment.py's demo flags (the demo runs the segmentation job on a generated scene)."""
+
+    demo: bool = flag(False, "run the built-in demo (also: no arguments at all)", group="demo")
+    demo_objects: str = flag("ball", "demo objects to segment: ball (default), box, can, a comma list (multi-label) "
+                             "or all", group="demo")
+
 
 HOLD_EVERY = 4          # every 4th view is held out for evaluation (6 of 24), the rest get masks
 TOOL = "segment.py --demo"  # the name the demo's model/ and scene/ files are recorded under (utils.outputs)
@@ -99,8 +109,9 @@ def _write_demo_files(stage: Path, root: Path, scene: SyntheticScene, objects: S
     """The demo's files, written below ``stage``; paths inside them (cfg_args) name their final place ``root``."""
     from arguments import ModelParams, write_cfg_args
     from scene.model_folder import save_model, write_cameras_json
-    from segmentation.evaluate import render_label_map
-    from segmentation.export import render_rgb, save_json, save_png
+    from segmentation.export import render_rgb
+    from segmentation.labels import render_label_map
+    from utils.io import save_json, save_png
 
     gaussians = gaussians_from_synthetic(scene)
     model_path, source = root / "model", root / "scene"
@@ -136,7 +147,7 @@ def _write_demo_files(stage: Path, root: Path, scene: SyntheticScene, objects: S
         if multi:   # COCO RLE json: carries the object names, so outputs are extracted_<name>.ply
             _coco_add(coco[split], cam, lm, objects)
         else:       # binary 0/255 PNG per view, the most common mask format
-            _save_grey(folder / f"{cam.image_name}.png", (lm * 255).astype(np.uint8))
+            save_png(folder / f"{cam.image_name}.png", (lm * 255).astype(np.uint8))
     for split, fr in frames.items():
         save_json(staged_source / f"transforms_{split}.json", {"camera_angle_x": fov, "frames": fr})
         if multi:
@@ -165,18 +176,6 @@ def _coco_add(coco: dict, cam: Any, label_map: np.ndarray, objects: Sequence[int
                 "id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": int(k), "iscrowd": 1,
                 "area": int(m.sum()), "segmentation": {"size": [int(cam.height), int(cam.width)],
                                                        "counts": rle_counts_to_string(rle_encode(m))}})
-
-
-def _save_grey(path: Path, mask: np.ndarray) -> None:
-    import cv2
-
-    from utils.io import atomic_path
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(mask, dtype=np.uint8))
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.tobytes())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -270,9 +269,10 @@ def run_demo(out: str | Path = "output/demo", objects: str = "ball", overrides: 
                       gt_masks=rel(data.gt_masks_path), split="test", backend=backend, num_threads=threads,
                       progress=cfg.progress, force=force)
     t2 = time.perf_counter()
-    ev, eval_json = run_evaluation(ecfg)
-    ev_obj, _ = run_evaluation(EvalConfig(**{**vars(ecfg), "render": "object",
-                                             "out": str(seg_out / "eval_object.json")}))
+    ev = run_evaluation(ecfg)
+    eval_json = ev.path
+    ev_obj = run_evaluation(EvalConfig(**{**vars(ecfg), "render": "object",
+                                          "out": str(seg_out / "eval_object.json")}))
     t_eval = time.perf_counter() - t2
     log("\n".join("  " + line for line in ev.table().splitlines()))
     total = time.perf_counter() - t0

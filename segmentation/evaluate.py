@@ -1,14 +1,8 @@
 """Evaluating a 3D selection against 2D ground-truth masks (``eval_segmentation.py``, benchmarks, the demo).
 
-Two protocols (``render``), always named with the numbers they produce:
-
-- ``object`` (object-alone): only the selected Gaussians are rendered, as a viewer shows ``extracted.ply``;
-  predicted mask = their accumulated alpha > 0.5. Several labels: each label's Gaussians alone, the label
-  with the largest alpha where it exceeds 0.5.
-- ``scene`` (in-scene): the selection is rendered as a mask *inside the full scene* (override colour =
-  indicator of the selected Gaussians, every other Gaussian still occludes); one label: rendered indicator
-  > 0.5; several labels: one-hot colours, argmax where the summed label mass > 0.5. Floaters of the rest of
-  the scene in front of a held-out camera lower this score while the extracted object can be right.
+Two protocols (``render``: ``object``, the selection alone, or ``scene``, the selection occluded by the rest;
+:mod:`segmentation.labels` renders both), always named with the numbers they produce. Floaters of the rest of
+the scene in front of a held-out camera lower the ``scene`` score while the extracted object can be right.
 
 Per view: IoU per label (labels absent from both prediction and ground truth are skipped), the view's IoU
 is the mean over the remaining labels, pixel accuracy over all pixels. ``miou``/``macc`` average the views
@@ -17,80 +11,27 @@ is the mean over the remaining labels, pixel accuracy over all pixels. ``miou``/
 from __future__ import annotations
 
 import json
-import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import numpy as np
 
+from arguments import Backend, flag, options
+from arguments.options import Split
+from segmentation.labels import RENDER_MODES, load_labels, render_label_map
 from utils.errors import UserError
+from utils.io import save_summary
+
+
+EVAL_VERSION = 1   # eval.json; 1: the first versioned file (adds "version" and "timings_s")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Rendering a selection and scoring one view
+# Scoring one view (the label maps are rendered by segmentation.labels.render_label_map)
 # ---------------------------------------------------------------------------------------------------------
-RENDER_MODES = ("object", "scene")
-
-
-def render_label_map(camera: Any, gaussians: Any, labels: np.ndarray, num_labels: int, backend: str = "auto",
-                     num_threads: int = 0, mode: str = "scene") -> np.ndarray:  # [H, W] int32
-    """Predicted label map of ``camera`` (0 background, l label l) for per-Gaussian ``labels``, in the
-    ``object`` or ``scene`` protocol (module docstring).
-
-    labels: np.ndarray  # [N] int, values <= 0 are not selected
-    """
-    if mode == "object":
-        return _render_object_alone(camera, gaussians, labels, num_labels, backend, num_threads)
-    if mode != "scene":
-        raise ValueError(f"render mode must be one of {RENDER_MODES}, got {mode!r}")
-    import torch
-
-    from gaussian_renderer import render
-
-    lab = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    if lab.shape != (len(gaussians),):
-        raise ValueError(f"labels must be [{len(gaussians)}], got {tuple(lab.shape)}")
-    device = gaussians.get_xyz.device
-    if num_labels == 1:
-        colors = (lab == 1).float()[:, None]                                     # [N, 1]
-    else:
-        colors = torch.zeros(len(lab), num_labels)                               # [N, L]
-        sel = lab >= 1
-        colors[sel, lab[sel] - 1] = 1.0
-    with torch.no_grad():
-        out = render(camera, gaussians, torch.zeros(colors.shape[1]), override_color=colors.to(device),
-                     backend=backend, num_threads=num_threads)["render"].cpu()  # [C, H, W]
-    if num_labels == 1:
-        return (out[0] > 0.5).numpy().astype(np.int32)
-    mass = out.sum(0)
-    return torch.where(mass > 0.5, out.argmax(0) + 1, 0).numpy().astype(np.int32)
-
-
-def _render_object_alone(camera: Any, gaussians: Any, labels: np.ndarray, num_labels: int, backend: str,
-                         num_threads: int) -> np.ndarray:  # [H, W] int32
-    import torch
-
-    from gaussian_renderer import render
-
-    lab = np.asarray(labels)
-    if lab.shape != (len(gaussians),):
-        raise ValueError(f"labels must be [{len(gaussians)}], got {lab.shape}")
-    alphas = np.zeros((num_labels, camera.height, camera.width), np.float32)
-    for l in range(1, num_labels + 1):
-        keep = lab == l
-        if not keep.any():
-            continue
-        sub = gaussians.subset(torch.from_numpy(keep))
-        with torch.no_grad():
-            out = render(camera, sub, torch.zeros(1), override_color=torch.ones(len(sub), 1, device=sub.get_xyz.device),
-                         backend=backend, num_threads=num_threads)
-        alphas[l - 1] = out["alpha"][0].cpu().numpy()
-    best = alphas.argmax(0)
-    return np.where(alphas.max(0) > 0.5, best + 1, 0).astype(np.int32)
-
-
 def score_view(pred: np.ndarray, gt: np.ndarray, num_labels: int) -> tuple[list[Optional[float]], float]:
     """(IoU per label, None where the label is in neither map; pixel accuracy).
 
@@ -126,6 +67,7 @@ class ViewScore:
 class EvalResult:
     label_names: list[str]
     views: list[ViewScore] = field(default_factory=list)
+    path: Optional[Path] = None          # the eval.json written (run_evaluation)
 
     @property
     def miou(self) -> Optional[float]:
@@ -192,39 +134,32 @@ def evaluate_selection(gaussians: Any, labels: np.ndarray, gt_masks: Any, backen
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
 class EvalConfig:
-    model_path: str                       # model folder (Inria layout)
-    labels: str                           # labels.npy written by segment.py
-    gt_masks: str                         # ground-truth masks (same formats and matching as --masks)
-    split: str = "test"                   # test (the --eval hold-out) | train | all
-    iteration: int = -1
-    gt_format: str = "auto"               # auto | binary | ids | sam | coco
-    gt_labels: Optional[str] = None       # GT ids in labels.npy's order; default from summary.json
-    source_path: str = ""
-    images: str = ""
-    resolution: int = 0
-    out: str = ""                         # eval.json path; default beside labels.npy
-    render: str = "scene"                 # scene (occluded by the rest) | object (the selection alone)
-    backend: str = "auto"
-    num_threads: int = 0
-    device: str = "cpu"
-    progress: bool = True
-    force: bool = False                   # replace an existing --out file that eval_segmentation.py did not write
+    """Everything ``eval_segmentation.py`` takes; each field is its flag."""
 
-
-def load_labels(path: str | Path, num_gaussians: int) -> np.ndarray:  # [N] int64
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: labels file not found; pass the labels.npy written by segment.py")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"{path}: not a readable .npy file ({str(e).splitlines()[0]}); re-run segment.py") from None
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise UserError(f"{path}: expected a 1-D integer array, got {arr.dtype} {arr.shape}; pass labels.npy")
-    if arr.shape[0] != num_gaussians:
-        raise UserError(f"{path}: {arr.shape[0]} labels but the model has {num_gaussians} Gaussians; pass the model "
-                        "(and --iteration) the labels were computed for")
-    return arr.astype(np.int64)
+    model_path: str = options.model_path()
+    labels: str = flag("", "labels.npy written by segment.py", required=True)
+    gt_masks: str = flag("", "ground-truth masks: folder or COCO json, matched to views by image stem like "
+                         "segment.py's --masks", required=True)
+    split: Split = options.split("test", "views to score (default test: the --eval hold-out, every 8th view or "
+                                 "NeRF-synthetic's test set)")
+    iteration: int = options.iteration()
+    gt_format: Literal["auto", "binary", "ids", "sam", "coco"] = flag(
+        "auto", "ground-truth mask format (default: auto-detected)")
+    gt_labels: Optional[str] = flag(None, "GT ids in labels.npy's order, e.g. 3,7 (default: the ids segment.py "
+                                    "used, from summary.json beside labels.npy)")
+    source_path: str = options.source_path()
+    images: str = options.images()
+    resolution: int = options.resolution()
+    out: str = options.out("eval.json path (default: beside labels.npy)")
+    render: Literal["scene", "object"] = flag(
+        "scene", "scene (default): the selection inside the full scene, occluded by the rest (floaters in front "
+        "count against it); object: the selected Gaussians alone, as a viewer shows extracted.ply (an object "
+        "hidden behind another in a view counts against it)")
+    backend: Backend = options.backend()
+    num_threads: int = options.num_threads()
+    device: str = options.device()
+    progress: bool = options.progress()
+    force: bool = options.force()
 
 
 def read_summary(labels_path: Path) -> Optional[dict]:
@@ -236,8 +171,8 @@ def read_summary(labels_path: Path) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
-def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = lambda s: None) -> tuple[EvalResult, Path]:
-    """Load model, labels and GT masks of ``cfg.split``, score, write eval.json. Returns (result, json path)."""
+def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = lambda s: None) -> EvalResult:
+    """Load model, labels and GT masks of ``cfg.split``, score, write eval.json (``result.path``)."""
     from scene.model_folder import find_iteration, model_inputs
     from utils.outputs import OutputFolder
 
@@ -251,15 +186,17 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = lambda s: None)
     with OutputFolder(out.parent, "eval_segmentation.py", inputs, cfg.force, files=[out.name]) as folder:
         result = _evaluate(cfg, model_path, iteration, labels_path, folder.path(out.name), log)
         folder.commit()
-    return result, out
+    result.path = out
+    return result
 
 
 def _evaluate(cfg: EvalConfig, model_path: Path, iteration: int, labels_path: Path, out: Path,
               log: Callable[[str], None]) -> EvalResult:
     """Score and write ``out`` (the staged eval.json)."""
     from scene.model_folder import load_model
-    from segmentation.export import save_json
-    from segmentation.views import load_views
+
+    t_start = time.perf_counter()
+    from scene.views import load_views
     from utils.masks import open_masks
 
     params, gaussians, iteration = load_model(model_path, iteration, device=cfg.device)
@@ -298,16 +235,5 @@ def _evaluate(cfg: EvalConfig, model_path: Path, iteration: int, labels_path: Pa
                  "gt_masks": str(cfg.gt_masks), "split": cfg.split, "render": cfg.render})
     if views.model_frame is not None:  # splatfacto/gsplat: how the cameras were moved into the model's frame
         data["model_frame"] = views.model_frame
-    save_json(out, _finite(data))
+    save_summary(out, data, {"total": time.perf_counter() - t_start}, EVAL_VERSION)
     return result
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no NaN: replace non-finite floats by None."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj

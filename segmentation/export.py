@@ -1,12 +1,12 @@
-"""Writing a segmentation: PLYs in Inria's layout, label/vote arrays, summary, preview PNGs and a GIF.
+"""Writing a segmentation: PLYs in Inria's layout and the preview strips (original | extracted | deleted | mask).
 
 Every file goes through :func:`utils.io.atomic_path` (a reader never sees a half-written file), into the
 staging folder of a :class:`utils.outputs.OutputFolder`, so a failed run leaves the previous outputs intact.
+The writers (NPY, JSON, PNG, GIF) are :mod:`utils.io`'s and the overlay, caption and palette
+:mod:`utils.previews`', shared with the other jobs.
 """
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -14,64 +14,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import atomic_path, atomic_write_bytes, atomic_write_text
-
-# Label colours for overlays (label l uses PALETTE[(l - 1) % len]); tab10 without grey.
-PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
-                    [140, 86, 75], [227, 119, 194], [188, 189, 34], [23, 190, 207]], dtype=np.uint8)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Atomic writers for the formats used here (libraries pick formats by extension, temp files end in .tmp)
-# ---------------------------------------------------------------------------------------------------------
-def save_npy(path: str | Path, array: np.ndarray) -> None:
-    import io
-
-    buf = io.BytesIO()  # np.save on a file writes with fwrite, whose short write on a full disk has no errno
-    np.save(buf, np.asarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buf.getbuffer())
-
-
-def save_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-
-
-def save_png(path: str | Path, rgb: np.ndarray) -> None:
-    """rgb: np.ndarray  # [H, W, 3] uint8 RGB, or [H, W] uint8/uint16 grey (masks, label maps)"""
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1] if rgb.ndim == 3 else rgb))
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.tobytes())
-
-
-def save_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float = 4.0) -> None:
-    """frames: [H, W, 3] uint8 each, same size; loops forever.
-
-    One 256-colour palette for the whole GIF (median cut over ~100k pixels sampled from every frame), each
-    frame mapped to it with Floyd-Steinberg dithering: ~20x faster than Pillow's per-frame median cut
-    (0.3 s per 1024x256 frame), and colours do not flicker between frames."""
-    from PIL import Image
-
-    if not frames:
-        raise ValueError("save_gif needs at least one frame")
-    step = max(1, int(np.ceil(np.sqrt(sum(f.shape[0] * f.shape[1] for f in frames) / 100_000))))  # ~100k pixels
-    sample = np.concatenate([np.asarray(f)[::step, ::step].reshape(-1, 3) for f in frames])
-    palette = Image.fromarray(sample.reshape(1, -1, 3)).quantize(256, method=Image.Quantize.MEDIANCUT)
-    images = [Image.fromarray(np.ascontiguousarray(f)).quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG)
-              for f in frames]
-    with atomic_path(path) as tmp:
-        # optimize=False: Pillow's per-frame palette pruning costs ~10x the encoding and saves little here
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=1000.0 / fps, loop=0,
-                       optimize=False)
-
-
-def safe_name(name: str) -> str:
-    """A label name usable in a file name (``extracted_<name>.ply``)."""
-    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._")
-    return s or "label"
+from utils.io import safe_name
+from utils.previews import PALETTE, caption, overlay, to_uint8
 
 
 def extracted_file_names(label_names: Sequence[str]) -> list[str]:
@@ -158,38 +102,7 @@ def render_rgb(camera: Any, gaussians: Any, background: Sequence[float], backend
             img = render(camera, gaussians, bg, override_color=colors, backend=backend,
                          num_threads=num_threads)["render"]
         img = img.permute(1, 2, 0).cpu().numpy()
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def overlay(rgb: np.ndarray, label_map: np.ndarray, strength: float = 0.55) -> np.ndarray:  # [H, W, 3] uint8
-    """Tint each labelled pixel with its label colour and outline the labels.
-
-    rgb: [H, W, 3] uint8; label_map: [H, W] int (0 = background)
-    """
-    import cv2
-
-    out = rgb.astype(np.float32)
-    lm = np.asarray(label_map)
-    inside = lm > 0
-    if inside.any():
-        colours = PALETTE[(lm[inside] - 1) % len(PALETTE)].astype(np.float32)
-        out[inside] = (1 - strength) * out[inside] + strength * colours
-        edges = cv2.morphologyEx(inside.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-        out[edges & inside] = PALETTE[(lm[edges & inside] - 1) % len(PALETTE)]
-    return out.astype(np.uint8)
-
-
-def caption(img: np.ndarray, text: str) -> np.ndarray:
-    """White text with a black outline in the top-left corner (readable on any image). img: [H, W, 3] uint8."""
-    import cv2
-
-    img = img.copy()
-    scale = max(0.35, img.shape[1] / 400.0)
-    thick = max(1, int(round(scale * 1.5)))
-    org = (4, int(14 * scale) + 2)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
-    return img
+    return to_uint8(img)
 
 
 class FrozenGaussians:
@@ -329,12 +242,3 @@ def compose_row(panels: PreviewPanels, camera: Any, label_map: Optional[np.ndarr
 def preview_row(ctx: PreviewContext, camera: Any, label_map: Optional[np.ndarray], max_side: int) -> np.ndarray:
     """One [h, 4w, 3] uint8 strip: original (or render) | extracted | deleted | mask overlay."""
     return compose_row(render_panels(ctx, camera, max_side), camera, label_map, max_side >= 200)
-
-
-def evenly_spaced(n: int, k: int) -> list[int]:
-    """k indices spread evenly over range(n), first and last included (all of them when k >= n)."""
-    if k <= 0 or n <= 0:
-        return []
-    if k >= n:
-        return list(range(n))
-    return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})

@@ -6,60 +6,107 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 
+from arguments import Backend, flag, options
+from arguments.options import Split
 from segmentation import export
 from segmentation.association import DEFAULT_ROUNDS, AssociationResult
-from segmentation.views import SPLITS, load_views
+from scene.views import SPLITS, load_views
 from segmentation.voting import (UNDECIDED_MODES, Selection, accumulate_votes, label_counts, make_selection,
                                  parse_views, resolve_undecided_mode, select_views)
 from utils.errors import UserError
+from utils.io import safe_name, save_gif, save_json, save_npy, save_png, save_summary
 from utils.outputs import OutputFolder
+from utils.previews import evenly_spaced
 from utils.timing import Laps
 
 SUMMARY_VERSION = 1
 TOOL = "segment.py"   # the name segment.py's files are recorded under (utils.outputs)
 
 
+UNDECIDED_HELP = (
+    "Gaussians that no voted view saw (zero mass, e.g. hidden inside an object or outside every masked view): "
+    "'keep' leaves them in deleted.ply (the paper), 'drop' removes them from both outputs, 'propagate' gives "
+    "them the label of their --knn nearest voted neighbours in 3D. 'auto' (default): keep when every view "
+    "has a mask and all are voted (reproduces the paper), propagate when --views subsamples or masks are "
+    "missing")
+_VIEWS, _MASKS, _DECIDE, _OUT, _RENDER = "model and views", "masks", "decision", "output", "rendering"
+_PROMPT = "prompt (name the object in one view, in the photo file's pixel coordinates)"
+
+
 @dataclass
 class SegmentConfig:
-    """Everything ``segment.py`` takes (field comments are the CLI help)."""
+    """Everything ``segment.py`` takes; each field is its flag (help, choices, aliases)."""
 
-    model_path: str                       # model folder (Inria layout), splatfacto run/PLY, gsplat ckpt
-    iteration: int = -1                   # point_cloud/iteration_N to load (-1: newest)
-    source_path: str = ""                 # scene folder; default: the one in cfg_args
-    images: str = ""                      # image folder inside the source; default: cfg_args'
-    resolution: int = 0                   # 0: cfg_args' resolution; else Inria's -r values
-    masks: str = ""                       # mask folder / image / COCO json / SAM folder; default: <source>/masks
-    mask_format: str = "auto"             # auto | binary | ids | sam | sam-tracked | coco
-    labels: Optional[str] = None          # ids (or COCO names) to segment, e.g. "3,7"; default all
-    views: Optional[str] = None           # every N-th masked view (int) or a fraction in (0, 1]
-    split: str = "train"                  # train | test | all views of the scene
-    prompt: list[str] = field(default_factory=list)      # VIEW:X,Y positive points (image-file pixels)
-    negative: list[str] = field(default_factory=list)    # VIEW:X,Y negative points
-    prompt_box: list[str] = field(default_factory=list)  # VIEW:X0,Y0,X1,Y1 boxes
-    proposals: str = ""                   # SAM folder whose masks complete views without masks (default: photos)
-    granularity: str = "whole"            # whole | part: which SAM proposal a point prompt picks
-    complete: bool = True                 # complete views without masks from proposals (label masks)
-    rounds: int = DEFAULT_ROUNDS          # association rounds at most
-    allow_empty: bool = False             # accept masks that are all background (writes no extracted PLY)
-    everything: bool = False              # every object of the scene from SAM proposals (instances)
-    min_gaussians: int = 100              # --everything: smaller instances become background
-    pick: list[str] = field(default_factory=list)  # VIEW:X,Y: instances of an --everything result to extract
-    margin: Optional[float] = None        # select only if (in - out) / (in + out) > margin; None: auto
-    undecided: str = "auto"               # auto | keep | drop | propagate
-    knn: int = 8                          # neighbours used by --undecided propagate
-    out: str = ""                         # output folder; default <model>/segmentation
-    previews: int = 4                     # preview PNGs written (0: none)
-    gif_frames: int = 24                  # frames of views.gif (0: no GIF)
-    preview_size: int = 480               # longest side of preview panels, px
-    backend: str = "auto"                 # rasterizer backend
-    num_threads: int = 0                  # CPU threads (0: all)
-    device: str = "cpu"                   # device of the Gaussians
-    progress: bool = True                 # tqdm bars (only on a terminal)
-    force: bool = False                   # write into a non-empty --out that holds no segment.py output
+    model_path: str = options.model_path(required=False, group=_VIEWS)
+    iteration: int = options.iteration(group=_VIEWS)
+    source_path: str = options.source_path("scene folder (default: the one in MODEL/cfg_args; without it the "
+                                           "cameras come from MODEL/cameras.json)", group=_VIEWS)
+    images: str = options.images(group=_VIEWS)
+    resolution: int = options.resolution(group=_VIEWS)
+    masks: str = flag("", "mask folder, one mask image, COCO .json, or SAM automatic-mask output (<image>/<k>.png "
+                      "folders: per-view proposals, named by --prompt); default: SOURCE/masks unless a prompt is "
+                      "given. Masks are matched to views by image file stem", group=_MASKS)
+    mask_format: Literal["auto", "binary", "ids", "sam", "sam-tracked", "coco"] = flag(
+        "auto", "binary 0/255 images, id PNGs (0 = background), sam: SAM amg.py folders (proposals, ids per image), "
+        "sam-tracked: the same layout with ids consistent across views (SAM2 video), COCO RLE json (default: "
+        "auto-detected; SAM layouts are read as proposals)", group=_MASKS)
+    labels: Optional[str] = flag(None, "ids to segment for id/SAM/COCO masks, e.g. 3,7 (COCO: category ids or "
+                                 "names); one -> extracted.ply, several -> one PLY per label (default: all)",
+                                 group=_MASKS)
+    views: Optional[str] = flag(None, "vote on every N-th masked view (integer) or on a fraction of them (e.g. 0.1 "
+                                "= 10%% of the masks, evenly spread); default all", group=_MASKS)
+    split: Split = options.split("train", "views to use (default train: what the model was trained on, the --eval "
+                                 "hold-out excluded)", group=_VIEWS)
+    prompt: list[str] = flag(default_factory=list, help="a point on the object (repeatable); VIEW is the image file "
+                             "name, X,Y its pixel column and row. With --masks SAM_DIR it picks that view's SAM "
+                             "proposal; without --masks the object is cut out of the photo (GrabCut)", repeat=True,
+                             metavar="VIEW:X,Y", group=_PROMPT)
+    negative: list[str] = flag(default_factory=list, help="a point that is NOT the object (repeatable; on a view "
+                               "with a --prompt or --prompt-box)", repeat=True, metavar="VIEW:X,Y", group=_PROMPT)
+    prompt_box: list[str] = flag(default_factory=list, help="a box around the object (top-left and bottom-right "
+                                 "pixels, inclusive)", repeat=True, metavar="VIEW:X0,Y0,X1,Y1", group=_PROMPT)
+    proposals: str = flag("", "SAM automatic-mask output used to complete views without a mask or to associate a "
+                          "prompt (default: proposals from the photos: superpixels)", metavar="SAM_DIR",
+                          group=_PROMPT)
+    granularity: Literal["whole", "part"] = flag(
+        "whole", "which SAM proposal under a point: whole (default: the largest that covers less than half the "
+        "view) or part (the smallest)", group=_PROMPT)
+    complete: bool = flag(True, "with masks for only some views, complete the others from proposals through the "
+                          "3D model; --no-complete votes the masked views only (the paper's rule)", group=_PROMPT)
+    rounds: int = flag(DEFAULT_ROUNDS, "association rounds at most (default 4; stops earlier once the selection is "
+                       "stable)", group=_PROMPT)
+    allow_empty: bool = flag(False, "accept masks that are all background (the run then selects nothing) instead "
+                             "of stopping", group=_DECIDE)
+    everything: bool = flag(False, "every object of the scene from SAM automatic-mask output (--masks SAM_DIR): "
+                            "instance ids consistent in 3D -> labels.npy, instances.json, extracted_<id>.ply, "
+                            "instances.ply, masks_consistent/ (no prompt needed)", group=_PROMPT)
+    min_gaussians: int = flag(100, "--everything: instances with fewer Gaussians become background (default 100)",
+                              group=_PROMPT)
+    pick: list[str] = flag(default_factory=list, help="on an existing --everything result in --out: write the "
+                           "instances under these points as extracted.ply / deleted.ply (repeatable; no voting)",
+                           repeat=True, metavar="VIEW:X,Y", group=_PROMPT)
+    margin: Optional[float] = flag(None, "select a Gaussian only if (mass on its label - largest other mass) / total "
+                                   "mass exceeds this; one label: (in - out) / (in + out) > margin. Default: 0 (the "
+                                   "paper) when every voted mask was given, 0.2 when some were associated from "
+                                   "proposals; 0.2 keeps only clear majorities (cleaner cut), negative values "
+                                   "select more", group=_DECIDE)
+    undecided: Literal["auto", "keep", "drop", "propagate"] = flag("auto", UNDECIDED_HELP, group=_DECIDE)
+    knn: int = flag(8, "neighbours for --undecided propagate (default 8)", group=_DECIDE)
+    out: str = options.out("output folder (default: MODEL/segmentation; demo: output/demo)", group=_OUT)
+    previews: int = flag(4, "preview PNGs, one strip original | extracted | deleted | mask per view (default 4)",
+                         group=_OUT)
+    gif_frames: int = flag(24, "frames of views.gif (default 24, 0: no GIF)", group=_OUT)
+    preview_size: int = flag(480, "longest side of a preview panel in px (default 480)", group=_OUT)
+    backend: Backend = options.backend(group=_RENDER)
+    num_threads: int = options.num_threads(group=_RENDER)
+    device: str = options.device("device holding the Gaussians (default cpu; cuda with a CUDA backend)",
+                                 group=_RENDER)
+    progress: bool = options.progress(group=_OUT)
+    force: bool = options.force(group=_OUT)
 
 
 @dataclass
@@ -183,8 +230,8 @@ def _segment(cfg: SegmentConfig, model_path: Path, iteration: int, out: Path, t_
 
     # PLYs first: the largest files, the likeliest to fail (disk full)
     written = export.write_scenes(out, gaussians, selection, label_names)
-    export.save_npy(out / "labels.npy", selection.labels)
-    export.save_npy(out / "votes.npy", votes)
+    save_npy(out / "labels.npy", selection.labels)
+    save_npy(out / "votes.npy", votes)
     outputs = [*written, "labels.npy", "votes.npy"]
     t = lap("write", t)
 
@@ -226,9 +273,8 @@ def _segment(cfg: SegmentConfig, model_path: Path, iteration: int, out: Path, t_
         "timings_s": {},
         "outputs": outputs + ["summary.json"],
     }
-    timings["total"] = round(time.perf_counter() - t_start, 4)
-    summary["timings_s"] = timings
-    export.save_json(out / "summary.json", summary)
+    timings["total"] = time.perf_counter() - t_start
+    summary = save_summary(out / "summary.json", summary, timings, SUMMARY_VERSION)
     return SegmentResult(out, summary, selection, votes, label_names, summary["outputs"])
 
 
@@ -474,13 +520,13 @@ def _write_associated_masks(out: Path, items: LabelMapSet, label_ids: list, fold
     written = []
     ints = all(isinstance(i, int) and 0 < i < 65536 for i in label_ids)
     for cam, lm in items.items():
-        name = f"{folder}/{export.safe_name(Path(cam.image_name).name)}.png"  # matched back by image stem
+        name = f"{folder}/{safe_name(Path(cam.image_name).name)}.png"  # matched back by image stem
         if len(label_ids) == 1:
             img = (lm > 0).astype(np.uint8) * 255
         else:
             lut = np.asarray([0] + [int(i) for i in label_ids] if ints else range(len(label_ids) + 1))
             img = lut[lm].astype(np.uint8 if lut.max() < 256 else np.uint16)
-        export.save_png(out / name, img)
+        save_png(out / name, img)
         written.append(name)
     return written
 
@@ -524,10 +570,10 @@ def _write_previews(cfg: SegmentConfig, out: Path, gaussians, selection: Selecti
         return []
     from tqdm import tqdm
 
-    png_idx = export.evenly_spaced(len(used), cfg.previews)
+    png_idx = evenly_spaced(len(used), cfg.previews)
     png_views = used.subset(png_idx)
     position = {c.image_name: i for i, c in enumerate(mask_set.cameras)}
-    gif_idx = _snap(export.evenly_spaced(len(mask_set), cfg.gif_frames),
+    gif_idx = _snap(evenly_spaced(len(mask_set), cfg.gif_frames),
                     [position[c.image_name] for c in png_views.cameras if c.image_name in position])
     gif_views = mask_set.subset(gif_idx)
     names = {c.image_name for c in png_views.cameras} | {c.image_name for c in gif_views.cameras}
@@ -571,8 +617,8 @@ def _preview_files(cfg: SegmentConfig, out: Path, ctx, png_views, gif_views, bar
     shared: dict[str, export.PreviewPanels] = {}  # GIF-size panels of views already rendered for a PNG
     for cam, lm in png_views.items():
         panels = export.render_panels(ctx, cam, cfg.preview_size)
-        name = f"preview_{export.safe_name(cam.image_name)}.png"
-        export.save_png(out / name, export.compose_row(panels, cam, lm, cfg.preview_size >= 200))
+        name = f"preview_{safe_name(cam.image_name)}.png"
+        save_png(out / name, export.compose_row(panels, cam, lm, cfg.preview_size >= 200))
         written.append(name)
         if cam.image_name in in_gif:
             shared[cam.image_name] = export.shrink_panels(panels, cam, gif_side)
@@ -587,7 +633,7 @@ def _preview_files(cfg: SegmentConfig, out: Path, ctx, png_views, gif_views, bar
             frames.append(export.compose_row(panels, cam, lm, gif_side >= 200))
         h = min(f.shape[0] for f in frames)
         w = min(f.shape[1] for f in frames)
-        export.save_gif(out / "views.gif", [f[:h, :w] for f in frames])
+        save_gif(out / "views.gif", [f[:h, :w] for f in frames])
         written.append("views.gif")
     return written
 
@@ -661,10 +707,10 @@ def _segment_everything(cfg: SegmentConfig, model_path: Path, iteration: int, pa
     written = export.write_scenes(out, gaussians, selection, names, deleted_name="background.ply",
                                   file_names=[f"extracted_{i}.ply" for i in names])
     export.save_ply_coloured(out / "instances.ply", gaussians, res.labels)
-    export.save_npy(out / "labels.npy", res.labels)
-    export.save_npy(out / "votes.npy", res.votes)
-    export.save_json(out / "instances.json", {"instances": [i.to_json() for i in res.instances],
-                                              "values": "labels.npy: -1 undecided, 0 background, i >= 1 instance i"})
+    save_npy(out / "labels.npy", res.labels)
+    save_npy(out / "votes.npy", res.votes)
+    save_json(out / "instances.json", {"instances": [i.to_json() for i in res.instances],
+                                       "values": "labels.npy: -1 undecided, 0 background, i >= 1 instance i"})
     outputs = [*written, "instances.ply", "labels.npy", "votes.npy", "instances.json"]
     t = lap("write", t)
     consistent = _consistent_masks(cfg, gaussians, res.labels, len(names), views.cameras)
@@ -695,9 +741,8 @@ def _segment_everything(cfg: SegmentConfig, model_path: Path, iteration: int, pa
         "timings_s": {},
         "outputs": outputs + ["summary.json"],
     }
-    timings["total"] = round(time.perf_counter() - t_start, 4)
-    summary["timings_s"] = timings
-    export.save_json(out / "summary.json", summary)
+    timings["total"] = time.perf_counter() - t_start
+    summary = save_summary(out / "summary.json", summary, timings, SUMMARY_VERSION)
     return SegmentResult(out, summary, selection, res.votes, names, summary["outputs"])
 
 
@@ -706,7 +751,7 @@ def _consistent_masks(cfg: SegmentConfig, gaussians: Any, labels: np.ndarray, nu
     """Per view, the instance ids rendered in the scene (occlusion-aware, like SAM sees them)."""
     from tqdm import tqdm
 
-    from segmentation.evaluate import render_label_map
+    from segmentation.labels import render_label_map
 
     pairs = []
     for cam in tqdm(cameras, desc="masks_consistent", unit="view", disable=None if cfg.progress else True,
@@ -715,12 +760,23 @@ def _consistent_masks(cfg: SegmentConfig, gaussians: Any, labels: np.ndarray, nu
     return LabelMapSet(pairs)
 
 
-def run_pick(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: None) -> dict:
+@dataclass
+class PickResult:
+    """What ``--pick`` wrote beside an --everything result (pick.json holds the same)."""
+
+    out: Path
+    picks: list[str]
+    instances: list[int]
+    extracted: int
+    deleted: int
+
+
+def run_pick(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: None) -> PickResult:
     """``--pick VIEW:X,Y``: the instances under the points, from an existing --everything result in ``cfg.out``
     (its labels.npy), written as extracted.ply / deleted.ply (+ pick.json) beside it; no voting."""
     from scene.model_folder import find_iteration, load_model, model_inputs
     from scene.model_sources import model_output_dir
-    from segmentation.evaluate import render_label_map
+    from segmentation.labels import render_label_map
     from segmentation.prompts import file_size, find_view, parse_prompts, prompt_in_view
 
     model_path = Path(cfg.model_path)
@@ -760,6 +816,6 @@ def run_pick(cfg: SegmentConfig, log: Callable[[str], None] = lambda s: None) ->
         gaussians.subset(keep).save_ply(folder.path("extracted.ply"))
         gaussians.subset(~keep).save_ply(folder.path("deleted.ply"))
         info = {"picks": cfg.pick, "instances": picked, "extracted": int(keep.sum()), "deleted": int((~keep).sum())}
-        export.save_json(folder.path("pick.json"), info)
+        save_json(folder.path("pick.json"), info)
         folder.commit()
-    return info
+    return PickResult(out, **info)

@@ -19,9 +19,10 @@ from affordance.annotations import (find_sources, labelme_label_map, match_key, 
                                     to_class_map)
 from affordance.classes import UMD_CLASSES, parse_classes
 from affordance.evaluate import ClassScores, evaluate_folder, evaluate_rendered
-from affordance.pipeline import AffordanceConfig, class_colours, run_affordance, save_label_png
+from affordance.pipeline import AffordanceConfig, class_colours, run_affordance
 from affordance.transfer import KnnTransfer, balanced_sample, l2_normalise, majority_vote
 from utils.errors import UserError
+from utils.io import save_label_png
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES4 = parse_classes("background,grasp,cut,scoop")
@@ -233,7 +234,7 @@ def demo(tmp_path_factory):
     import shutil
 
     from segmentation.demo import gaussians_from_synthetic, write_demo_data
-    from segmentation.evaluate import render_label_map
+    from segmentation.labels import render_label_map
 
     from segmentation.synthetic import make_demo_scene
 
@@ -272,7 +273,7 @@ def test_voting_recovers_per_gaussian_parts(demo):
         assert (labels[decided] == k).mean() >= 0.9, k
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from segmentation.views import load_views
+        from scene.views import load_views
         from scene.model_folder import load_model
 
         params, _, _ = load_model(data.model_path)

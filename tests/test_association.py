@@ -60,7 +60,7 @@ def _held_out_iou(data, labels_npy: Path, render: str = "scene") -> float:
                      out=str(labels_npy.parent / f"eval_{render}.json"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return run_evaluation(cfg)[0].miou
+        return run_evaluation(cfg).miou
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def test_atom_votes_equal_direct_votes_and_renders(demo):
     direct render of the selection summed over each atom's pixels."""
     from gaussian_renderer import render
     from scene.model_folder import load_model
-    from segmentation.views import load_views
+    from scene.views import load_views
 
     data, sam, _ = demo
     params, g, _ = load_model(data.model_path)
@@ -142,7 +142,7 @@ def test_decide_view_rule():
 # prompts
 # ---------------------------------------------------------------------------------------------------------
 def test_prompt_parsing_and_coordinates(demo):
-    from segmentation.views import load_views
+    from scene.views import load_views
     from scene.model_folder import load_model
 
     ps = parse_prompts(["a.jpg:10,20", "a.jpg:11,21"], ["a.jpg:1,2"], ["b:0,0,9,9"])
@@ -295,8 +295,8 @@ def test_bad_prompts_are_one_line_errors(demo, tmp_path, capsys):
 def three(tmp_path_factory, sam_like):
     """The demo scene with a SAM-like folder of all three objects (ids from the generator's object ids)."""
     from scene.model_folder import load_model
-    from segmentation.evaluate import render_label_map
-    from segmentation.views import load_views
+    from segmentation.labels import render_label_map
+    from scene.views import load_views
 
     root = tmp_path_factory.mktemp("three")
     data = write_demo_data(root, [1], num_views=16, size=SIZE, backend="cpu")
@@ -314,8 +314,9 @@ def three(tmp_path_factory, sam_like):
 @pytest.mark.slow
 def test_everything_finds_each_object_once(three, tmp_path):
     from scene.model_folder import load_model
-    from segmentation.evaluate import render_label_map, score_view
-    from segmentation.views import load_views
+    from segmentation.evaluate import score_view
+    from segmentation.labels import render_label_map
+    from scene.views import load_views
 
     data, sam, g = three
     res = _run(data, tmp_path / "every", masks=str(sam), everything=True, min_gaussians=50)

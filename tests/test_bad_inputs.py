@@ -8,7 +8,6 @@ real full disk (a small tmpfs, skipped when it cannot be mounted) check the same
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 import pytest
 
+from cli_helpers import load_script, run_script
 from utils.outputs import RECORD_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,26 +85,8 @@ def leftovers(*roots: Path) -> list[str]:
             if "gs_staging" in p.name or "gs_old" in p.name or p.name.endswith(".tmp")]
 
 
-def script(name: str):
-    """The script ROOT/<name>.py as a module (affordance.py is shadowed by the affordance package)."""
-    key = f"_script_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / f"{name}.py")
-        sys.modules[key] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[key])
-    return sys.modules[key]
-
-
-def run(name: str, argv: list[str], capsys) -> tuple[int, str, str]:
-    """A script's main(argv) in-process: (exit code, stdout, stderr)."""
-    mod = script(name)
-    capsys.readouterr()
-    try:
-        code = mod.main(argv) or 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    out, err = capsys.readouterr()
-    return code, out, err
+script = load_script
+run = run_script
 
 
 def one_line(err: str, out: str = "") -> str:
@@ -474,13 +456,12 @@ def previous_seg(sc: Scene, tmp_path: Path, capsys) -> tuple[Path, dict[str, str
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 @pytest.mark.parametrize("point", ["after voting", "after the first PLY", "after summary.json"])
 def test_segment_interrupted(sc, tmp_path, capsys, monkeypatch, previous_seg, point, sig, code) -> None:
-    import segmentation.export as export
     import segmentation.pipeline as pipeline
     from scene.gaussian_model import GaussianModel
 
     out, before = previous_seg
     where = {"after voting": (pipeline, "accumulate_votes"), "after the first PLY": (GaussianModel, "save_ply"),
-             "after summary.json": (export, "save_json")}[point]
+             "after summary.json": (pipeline, "save_summary")}[point]
     _kill_after(monkeypatch, *where, sig)
     code_, out_, err = run("segment", seg("--out", str(out), "--margin", "0.5")(sc, tmp_path), capsys)
     line = one_line(err, out_)

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from scene.cameras import Camera
-from segmentation.evaluate import EvalResult, ViewScore, render_label_map, score_view
+from segmentation.evaluate import EvalResult, ViewScore, score_view
+from segmentation.labels import render_label_map
 
 ROOT = Path(__file__).resolve().parents[1]
 W = H = 32

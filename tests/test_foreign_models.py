@@ -235,7 +235,7 @@ def splatfacto_run(tmp_path_factory, original) -> dict:
 
 def _views_of(model: Path, **kw):
     from scene.model_folder import load_model
-    from segmentation.views import load_views
+    from scene.views import load_views
 
     params, g, _ = load_model(model)
     return g, load_views(params, "all", resolution=RES, **kw)

@@ -107,7 +107,7 @@ def test_mask_paths_reach_segment_views(tmp_path: Path) -> None:
     """Per-frame masks in a folder not called masks/ become segment.py's default; one lens mask shared by
     every frame does not."""
     from arguments import ModelParams
-    from segmentation.views import load_views
+    from scene.views import load_views
 
     src = make_folder(tmp_path / "a", masks=True)
     (src / "masks").rename(src / "seg")
@@ -156,7 +156,7 @@ def _gsplat_ckpt(path: Path, n: int = 10, **override) -> Path:
 
 def test_foreign_model_errors_name_what_is_missing(tmp_path: Path) -> None:
     from scene.model_folder import find_iteration, load_model
-    from segmentation.views import load_views
+    from scene.views import load_views
 
     ply = tmp_path / "exports" / "splat.ply"
     ply.parent.mkdir()

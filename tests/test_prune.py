@@ -358,7 +358,8 @@ def test_cli_writes_a_new_inria_folder_and_leaves_the_input_alone(model_folder: 
     assert rep["ply_bytes"]["after"] < rep["ply_bytes"]["before"]
     assert rep["heldout"]["split"] == "test" and rep["heldout"]["num_views"] == 2
     assert rep["heldout"]["psnr_after"] == pytest.approx(rep["heldout"]["psnr_before"], abs=0.05)
-    assert set(rep["times"]) >= {"load", "contribution", "verify", "quality", "write", "total"}
+    assert set(rep["timings_s"]) >= {"load", "contribution", "verify", "quality", "write", "total"}
+    assert rep["version"] == 1
     # the pruned model, rendered independently, matches the input on every training view
     train = read_scene(cfg["source_path"], eval=True).train_cameras
     assert max_render_diff(orig, new, train) < BOUND
@@ -371,7 +372,7 @@ def test_cli_writes_a_new_inria_folder_and_leaves_the_input_alone(model_folder: 
         run_prune(prune_cfg(model_folder, out=str(theirs)))
     with pytest.raises(UserError, match="is the input"):
         run_prune(prune_cfg(model_folder, out=str(model_folder)))
-    rep2 = run_prune(prune_cfg(model_folder, out=str(out), threshold=1e-3))   # its own folder: no --force
+    rep2 = run_prune(prune_cfg(model_folder, out=str(out), threshold=1e-3)).report   # its own folder: no --force
     assert rep2["gaussians"]["removed"] >= rep["gaussians"]["removed"]
     assert json.loads((out / "prune_report.json").read_text())["threshold"] == 1e-3
     assert _hashes(model_folder) == before

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not MARY.is_dir(), reason="../shared/data/maryRo
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """maryRose at 32 px, 20 iterations from 800 random points, --eval (60 train / 9 test views)."""
     from training.config import build_parser, config_from_args
-    from training.trainer import train
+    from training.trainer import run_train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -33,7 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ns = build_parser().parse_args(["-s", str(MARY), "-m", str(model), "-r", "32", "--eval", "--iterations",
                                         str(ITERS), "--random_init_points", "800", "--backend", "cpu",
                                         "--threads", "1", "--quiet", "--test_iterations", str(ITERS)])
-        result = train(config_from_args(ns))
+        result = run_train(config_from_args(ns))
         assert result.last_iteration == ITERS
     finally:
         torch.set_num_threads(threads)

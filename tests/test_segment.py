@@ -156,7 +156,7 @@ def test_previews_render_each_view_once(single, tmp_path, monkeypatch):
 
 
 def test_gif_frames_snap_to_the_png_views():
-    from segmentation.export import evenly_spaced
+    from utils.previews import evenly_spaced
     from segmentation.pipeline import _snap
 
     frames = _snap(evenly_spaced(60, 24), evenly_spaced(60, 4))
@@ -166,7 +166,7 @@ def test_gif_frames_snap_to_the_png_views():
 
 
 def test_save_gif_one_palette(tmp_path):
-    from segmentation.export import save_gif
+    from utils.io import save_gif
 
     import imageio.v3 as iio
 

@@ -22,7 +22,7 @@ from scene.gaussian_model import GaussianModel
 from scene.types import BasicPointCloud, SceneInfo
 from training.checkpoint import RngStreams, load_checkpoint
 from training.config import TrainConfig, build_parser, config_from_args
-from training.trainer import densification_step, train
+from training.trainer import densification_step, run_train
 from utils.ply import read_gaussian_ply, read_point_cloud_ply
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def small_config(model_path: Path, iterations: int, **opt_overrides) -> TrainCon
     return TrainConfig(model=ModelParams(source_path="generated", model_path=str(model_path), sh_degree=1),
                        opt=opt, pipe=PipelineParams(backend="cpu", num_threads=1), test_iterations=[],
                        save_iterations=[iterations], checkpoint_iterations=[], seed=3, progress=False,
-                       quiet=True, sh_increase_interval=10)
+                       sh_increase_interval=10)
 
 
 def capture_arrays(model_path: Path, iteration: int) -> dict[str, np.ndarray]:
@@ -95,7 +95,7 @@ def test_real_scene_loss_drops_and_inria_folder_written(tmp_path: Path) -> None:
                                     "--densify_from_iter", "50", "--densification_interval", "50",
                                     "--densify_until_iter", "150"])
     cfg = config_from_args(ns)
-    result = train(cfg)
+    result = run_train(cfg)
     assert not result.interrupted and result.last_iteration == 150
     before, after = result.evaluations[1]["train"], result.evaluations[150]["train"]
     assert after["l1"] < 0.7 * before["l1"], (before, after)
@@ -183,12 +183,12 @@ def test_save_load_render_round_trip_is_identical(tmp_path: Path) -> None:
 
     info = generated_scene()
     cfg = small_config(tmp_path / "m", 12)
-    result = train(cfg, scene_info=info)
+    result = run_train(cfg, scene_info=info)
     assert result.saved_plys == [tmp_path / "m" / "point_cloud" / "iteration_12" / "point_cloud.ply"]
     # the in-memory state at the save: the final iteration saves before its (skipped) optimizer step
     ck_cfg = dataclasses.replace(cfg, checkpoint_iterations=[12], model=dataclasses.replace(
         cfg.model, model_path=str(tmp_path / "m2")))
-    train(ck_cfg, scene_info=info)
+    run_train(ck_cfg, scene_info=info)
     trained = GaussianModel(1)
     trained.restore(load_checkpoint(tmp_path / "m2" / "chkpnt12.pth").gaussians, cfg.opt)
 
@@ -215,13 +215,13 @@ def test_resume_from_checkpoint_and_from_ctrl_c_is_bit_identical(tmp_path: Path)
     n = 36
     full = small_config(tmp_path / "full", n, **RESUME_OPT)
     full.checkpoint_iterations = [17, n - 1]
-    res_full = train(full, scene_info=info)
+    res_full = run_train(full, scene_info=info)
     assert sum(d["cloned"] + d["split"] for d in res_full.densification) > 0, "densification never fired"
 
     resumed = small_config(tmp_path / "resumed", n, **RESUME_OPT)
     resumed.checkpoint_iterations = [n - 1]
     resumed.start_checkpoint = str(tmp_path / "full" / "chkpnt17.pth")
-    res_resumed = train(resumed, scene_info=info)
+    res_resumed = run_train(resumed, scene_info=info)
     assert res_resumed.first_iteration == 17 and res_resumed.last_iteration == n
 
     stopped = small_config(tmp_path / "stopped", n, **RESUME_OPT)
@@ -230,14 +230,14 @@ def test_resume_from_checkpoint_and_from_ctrl_c_is_bit_identical(tmp_path: Path)
         if it == 23:
             signal.raise_signal(signal.SIGINT)      # what Ctrl-C does; the handler defers it
 
-    res_stopped = train(stopped, scene_info=info, on_iteration=interrupt)
+    res_stopped = run_train(stopped, scene_info=info, on_iteration=interrupt)
     assert res_stopped.interrupted and res_stopped.last_iteration == 23
     assert (tmp_path / "stopped" / "chkpnt23.pth").is_file()
     assert (tmp_path / "stopped" / "point_cloud" / "iteration_23" / "point_cloud.ply").is_file()
     again = small_config(tmp_path / "stopped", n, **RESUME_OPT)
     again.checkpoint_iterations = [n - 1]
     again.start_checkpoint = str(tmp_path / "stopped" / "chkpnt23.pth")
-    train(again, scene_info=info)
+    run_train(again, scene_info=info)
 
     ref = capture_arrays(tmp_path / "full", n - 1)
     for other in ("resumed", "stopped"):
@@ -255,8 +255,8 @@ def test_different_seed_changes_the_run(tmp_path: Path) -> None:
     a = small_config(tmp_path / "a", 8, random_background=True)
     b = small_config(tmp_path / "b", 8, random_background=True)
     b.seed = 4
-    train(a, scene_info=info)
-    train(b, scene_info=info)
+    run_train(a, scene_info=info)
+    run_train(b, scene_info=info)
     pa = read_gaussian_ply(tmp_path / "a" / "point_cloud" / "iteration_8" / "point_cloud.ply")
     pb = read_gaussian_ply(tmp_path / "b" / "point_cloud" / "iteration_8" / "point_cloud.ply")
     assert not np.array_equal(pa.f_dc, pb.f_dc)
@@ -276,7 +276,7 @@ def test_opacity_regulariser_fades_only_what_no_view_constrains(tmp_path: Path) 
     for lam in (0.0, 0.1):
         cfg = small_config(tmp_path / str(lam), n, lambda_opacity=lam, densify_from_iter=10 * n)
         cfg.test_iterations = [n]
-        res = train(cfg, scene_info=info)
+        res = run_train(cfg, scene_info=info)
         ply = read_gaussian_ply(tmp_path / str(lam) / "point_cloud" / f"iteration_{n}" / "point_cloud.ply")
         assert len(ply) == len(info.point_cloud.points)          # no densification: the order is kept
         runs[lam] = (float(1.0 / (1.0 + np.exp(-ply.opacity[-1, 0]))), res.evaluations[n]["train"]["l1"])
@@ -295,7 +295,7 @@ def test_random_init_opacity_weight_applies_only_to_random_init(tmp_path: Path) 
         cfg.random_init_lambda_opacity = weight
         cfg.random_init_points = 500
         seen: list[float] = []
-        train(cfg, scene_info=scene_info, on_iteration=lambda it, g: seen.append(float(g.get_opacity.detach().mean())))
+        run_train(cfg, scene_info=scene_info, on_iteration=lambda it, g: seen.append(float(g.get_opacity.detach().mean())))
         return seen
 
     assert run("points", info, 0.5) == run("points_ref", info, 0.0)      # dataset points: Inria's loss

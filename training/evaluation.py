@@ -26,7 +26,7 @@ from torch import Tensor
 
 from scene.cameras import Camera, ImageCache
 from utils.errors import UserError
-from utils.io import atomic_path, atomic_write_text
+from utils.io import atomic_write_text, save_png
 from utils.loss_utils import l1_loss, psnr, ssim
 
 _METHOD_DIR = re.compile(r"ours_(\d+)$")
@@ -36,11 +36,6 @@ def to_uint8(image: Tensor) -> np.ndarray:  # image: [3, H, W] float -> [H, W, 3
     """torchvision.save_image's quantisation (clamp to [0, 1], x255, round half up), which Inria uses."""
     arr = image.detach().clamp(0.0, 1.0).mul(255.0).add(0.5).clamp(0.0, 255.0).to(torch.uint8)
     return arr.permute(1, 2, 0).cpu().numpy()
-
-
-def write_png(path: Path, image: Tensor) -> None:  # image: [3, H, W] in [0, 1]
-    with atomic_path(path) as tmp:
-        Image.fromarray(to_uint8(image)).save(tmp, format="PNG")
 
 
 @torch.no_grad()
@@ -83,8 +78,8 @@ def render_set(model_path: str | Path, name: str, iteration: int, views: Sequenc
     device = gaussians.get_xyz.device
     for idx, view in enumerate(tqdm(views, desc=f"Rendering {name}", disable=not progress)):
         image = render(view, gaussians, background, backend=backend, num_threads=num_threads)["render"]
-        write_png(out / "renders" / f"{idx:05d}.png", image)
-        write_png(out / "gt" / f"{idx:05d}.png", view.load_image(cache, device))
+        save_png(out / "renders" / f"{idx:05d}.png", to_uint8(image))
+        save_png(out / "gt" / f"{idx:05d}.png", to_uint8(view.load_image(cache, device)))
     return out
 
 

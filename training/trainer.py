@@ -158,7 +158,7 @@ def densification_step(gaussians: GaussianModel, opt: OptimizationParams, iterat
     return counts
 
 
-def train(cfg: TrainConfig, scene_info: Optional[SceneInfo] = None,
+def run_train(cfg: TrainConfig, scene_info: Optional[SceneInfo] = None,
           on_iteration: Optional[IterationHook] = None) -> TrainResult:
     """Train ``cfg.model.source_path`` into ``cfg.model.model_path`` (Inria's folder layout).
 

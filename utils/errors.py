@@ -35,9 +35,7 @@ EXIT_SIGTERM = 143
 
 
 class UserError(ValueError):
-    """A problem the user can fix (bad path, corrupt file, unsupported camera...): printed as one line, exit 2.
-
-    ``arguments.ConfigError`` is the same class (an alias kept for existing imports)."""
+    """A problem the user can fix (bad path, corrupt file, unsupported camera...): printed as one line, exit 2."""
 
 
 class Terminated(BaseException):
@@ -157,23 +155,25 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors (``error: <what>; see <prog> --help``) instead of the usage block, and
     the ``--debug`` flag every script takes (read by :func:`cli_main`)."""
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        if not any("--debug" in a.option_strings for a in self._actions):  # added last: a config may declare it
+    def add_debug_flag(self) -> None:
+        """--debug, once, after the script's own flags (parse_known_args adds it if the script did not)."""
+        if not any("--debug" in a.option_strings for a in self._actions):
             self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                               help="show the full traceback of an unexpected error")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self.add_debug_flag()
         return super().parse_known_args(args, namespace)
+
+    def _get_option_tuples(self, option_string: str) -> list:
+        """Abbreviations (``--iter``): the spellings of one flag (``--num-threads``, ``--num_threads``) are one
+        option, not an ambiguity."""
+        out, seen = [], set()
+        for tup in super()._get_option_tuples(option_string):
+            if id(tup[0]) not in seen:
+                seen.add(id(tup[0]))
+                out.append(tup)
+        return out
 
     def error(self, message: str) -> Any:  # argparse's hook: print and exit 2
         self.exit(EXIT_USER, f"error: {_first_line(message, 2000)}; see {self.prog} --help\n")
-
-
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """ArgumentDefaultsHelpFormatter without the noise: no "(default: ...)" for on/off switches, empty or None
-    defaults, or help text that already states its default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if (isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
-                or action.default in (None, "", argparse.SUPPRESS) or "default" in text):
-            return text
-        return super()._get_help_string(action)

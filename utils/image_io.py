@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import cv2
 import numpy as np
@@ -17,8 +17,10 @@ from PIL import Image, UnidentifiedImageError
 
 from utils.errors import UserError
 
-if TYPE_CHECKING:
-    from scene.cameras import Camera
+
+# A camera here is duck-typed (scene.cameras.Camera; utils/ sits below scene/): width, height, fx, fy, cx, cy,
+# distortion (None, or lens distortion with .coeffs in OpenCV order) and background ([3] RGB in [0, 1]).
+PixelGrid = Any
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _FIX = "replace the file or remove it from the scene"
@@ -76,7 +78,7 @@ def _undistort_maps(width: int, height: int, fx: float, fy: float, cx: float, cy
     return map_x, map_y
 
 
-def undistortion_maps(camera: "Camera") -> tuple[np.ndarray, np.ndarray]:
+def undistortion_maps(camera: PixelGrid) -> tuple[np.ndarray, np.ndarray]:
     """(map_x, map_y) [height, width] float32 for cv2.remap; cached per intrinsics and size."""
     assert camera.distortion is not None
     return _undistort_maps(int(camera.width), int(camera.height), float(camera.fx), float(camera.fy),
@@ -95,7 +97,7 @@ def _mask_to_cv(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.float64)
 
 
-def prepare_pixels(arr: np.ndarray, camera: "Camera", is_mask: bool) -> np.ndarray:
+def prepare_pixels(arr: np.ndarray, camera: PixelGrid, is_mask: bool) -> np.ndarray:
     """Raw pixels at any size → the camera's pixel grid.
 
     arr: images [H, W] or [H, W, 3|4], uint8/uint16/float (floats in [0, 1]); masks [H, W] (or [H, W, 1]) of

@@ -520,12 +520,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-FORCE_HELP = ("write into a non-empty output folder that holds no output of this tool (its files are added beside "
-              "the others; nothing else is deleted), and replace a same-named file it did not write")
-
-
-def add_force_flag(parser: Any) -> None:
-    """--force, the same in every script that writes (parser: an ArgumentParser or an argument group)."""
-    parser.add_argument("--force", action="store_true", help=FORCE_HELP)

@@ -16,15 +16,21 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
 from utils.errors import UserError
 from utils.io import atomic_path
 
-if TYPE_CHECKING:
-    from scene.types import BasicPointCloud
+
+@dataclass
+class BasicPointCloud:
+    """Initial points (COLMAP points3D, a point-cloud PLY or random); scene.types re-exports it."""
+
+    points: np.ndarray   # [P, 3] float32 world coordinates
+    colors: np.ndarray   # [P, 3] float32 RGB in [0, 1]
+    normals: Optional[np.ndarray] = None  # [P, 3] float32 (zeros in Inria)
 
 _REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
              "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -348,7 +354,7 @@ def write_point_cloud_ply(path: str | Path, xyz: np.ndarray, rgb: np.ndarray) ->
         PlyData([el], text=False, byte_order="<").write(str(tmp))
 
 
-def read_point_cloud_ply(path: str | Path) -> "BasicPointCloud":
+def read_point_cloud_ply(path: str | Path) -> BasicPointCloud:
     """Inria's ``fetchPly``: points [P, 3] float32, colours [P, 3] float32 in [0, 1], normals [P, 3].
 
     Missing normals read as zeros; rows with NaN/Inf positions are dropped with a counted warning.
@@ -371,6 +377,4 @@ def read_point_cloud_ply(path: str | Path) -> "BasicPointCloud":
         warnings.warn(f"{path}: dropped {int((~ok).sum())} of {len(ok)} points with NaN/Inf positions",
                       stacklevel=2)
         pts, cols, nrm = pts[ok], cols[ok], nrm[ok]
-    from scene.types import BasicPointCloud
-
     return BasicPointCloud(points=pts, colors=cols.astype(np.float32), normals=nrm)

@@ -1,8 +1,12 @@
-"""The views a segmentation (or its evaluation) runs on: from the source folder, else from cameras.json.
+"""The views a job runs on (segmentation, its evaluation, pruning, features, affordance, render.py): from the
+source folder, else from cameras.json.
 
-Inria's tools read cameras from the source folder named in the model's ``cfg_args``. Segmentation needs
-only the camera geometry (masks bring the pixels), so a model copied without its source still works: the
-cameras then come from ``<model>/cameras.json`` and previews show renders instead of the photos.
+Inria's tools read cameras from the source folder named in the model's ``cfg_args``. Most jobs need only the
+camera geometry (masks bring the pixels), so a model copied without its source still works: the cameras then
+come from ``<model>/cameras.json`` and previews show renders instead of the photos. cameras.json carries no
+split; ``cameras_json`` says what to do about it: ``"by_name"`` splits it like the source would be split
+(NeRF-synthetic name prefixes, else Inria's every-8th rule when the model used --eval), ``"all"`` counts every
+camera as a view of the split (pruning: more views can only keep more Gaussians; the caller says so).
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from arguments import ModelParams
 from scene.cameras import Camera
@@ -18,6 +22,7 @@ from utils.errors import UserError
 
 SPLITS = ("train", "test", "all")
 LLFF_HOLD = 8
+CamerasJsonPolicy = Literal["by_name", "all"]
 
 
 @dataclass
@@ -32,6 +37,8 @@ class Views:
     other_names: list[str] = field(default_factory=list)  # image names of the scene's views outside this split
     model_frame: Optional[dict] = None  # splatfacto/gsplat: how the cameras were moved into the model's frame
     mask_dir: Optional[str] = None      # per-view masks named by the scene (nerfstudio mask_path), if any
+    test_cameras: list[Camera] = field(default_factory=list)  # the read's hold-out (source, --eval), else []
+    all_cameras: list[Camera] = field(default_factory=list)   # every view of the scene, both splits
 
 
 def _other_names(every: list[Camera], chosen: list[Camera]) -> list[str]:
@@ -57,12 +64,13 @@ def _split_by_name(cameras: list[Camera], split: str, eval_: bool) -> list[Camer
 
 
 def load_views(params: ModelParams, split: str = "train", source_path: str = "", images: str = "",
-               resolution: int = 0) -> Views:
+               resolution: int = 0, cameras_json: CamerasJsonPolicy = "by_name") -> Views:
     """Cameras of ``split`` ("train": what train.py trained on; "test": the --eval hold-out, every 8th view
     or NeRF-synthetic's test json; "all").
 
     ``source_path``/``images``/``resolution`` override cfg_args (empty/0: keep). An explicit source that is
-    missing is an error; a missing source from cfg_args falls back to cameras.json with a warning.
+    missing is an error; a missing source from cfg_args falls back to cameras.json (``cameras_json``: the
+    policy in the module docstring), with a warning in the ``"by_name"`` policy.
     """
     if split not in SPLITS:
         raise UserError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
@@ -84,8 +92,9 @@ def load_views(params: ModelParams, split: str = "train", source_path: str = "",
         if not cams:
             raise UserError(f"{source}: no {split} views (the {info.scene_type} scene has "
                             f"{len(info.train_cameras) + len(info.test_cameras)} views); pick another --split")
-        return Views(list(cams), split, str(source), "source", True,
-                     _other_names(info.train_cameras + info.test_cameras, cams), frame, info.extra.get("mask_dir"))
+        every = info.train_cameras + info.test_cameras
+        return Views(list(cams), split, str(source), "source", True, _other_names(every, cams), frame,
+                     info.extra.get("mask_dir"), list(info.test_cameras), every)
 
     cam_file = model_path / "cameras.json"
     if not cam_file.is_file():
@@ -93,11 +102,13 @@ def load_views(params: ModelParams, split: str = "train", source_path: str = "",
         raise UserError(f"{model_path}: {where} and no cameras.json; pass -s/--source_path with the scene folder")
     from scene.model_folder import read_cameras_json
 
-    if source:
+    if source and cameras_json == "by_name":
         warnings.warn(f"{source}: source folder (from {model_path / 'cfg_args'}) not found; using the cameras in "
                       f"{cam_file} (previews show renders, not photos). Pass -s to use the images", stacklevel=2)
     every = read_cameras_json(cam_file)
-    cams = _split_by_name(every, split, params.eval)
+    if not every:
+        raise UserError(f"{cam_file}: no cameras; re-create the model folder with train.py")
+    cams = _split_by_name(every, split, params.eval) if cameras_json == "by_name" else list(every)
     if not cams:
         raise UserError(f"{cam_file}: no {split} views; pick another --split")
     # cameras.json already holds the training resolution: only an explicit -r rescales it again.
@@ -107,4 +118,4 @@ def load_views(params: ModelParams, split: str = "train", source_path: str = "",
             size = target_resolution(c.width, c.height, resolution)
             out.append(c if size == (c.width, c.height) else c.scaled(*size))
         cams = out
-    return Views(cams, split, None, "cameras.json", False, _other_names(every, cams))
+    return Views(cams, split, None, "cameras.json", False, _other_names(every, cams), all_cameras=list(every))

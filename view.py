@@ -17,43 +17,26 @@ import argparse
 import sys
 import time
 
-from segmentation.cli import add_compute_args, add_view_args
-from utils.errors import ArgumentParser, cli_main
-from utils.outputs import add_force_flag
+from utils.errors import cli_main
+from viewer.session import ViewerConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="view.py", description=__doc__.split("\n\n")[0].strip())
-    p.add_argument("-m", "--model_path", "--model", required=True,
-                   help="trained model: Inria folder, splatfacto run folder or export PLY, or gsplat ckpt_*.pt")
-    add_view_args(p)
-    p.add_argument("--segmentation", default="", metavar="DIR",
-                   help="a segment.py output folder to show (labels.npy; labels or instance ids)")
-    p.add_argument("--masks", default="", metavar="SAM_DIR",
-                   help="SAM automatic-mask output (<image>/<k>.png folders): a click picks the proposal under it "
-                        "(segment.py --masks); default: the object is cut out of the photo")
-    p.add_argument("--out", default="", help="where Export writes segment.py's files (default MODEL/segmentation)")
-    add_force_flag(p)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
-    add_compute_args(p)
-    return p
+    from arguments import config_parser
+
+    return config_parser(ViewerConfig, prog="view.py", description=__doc__.split("\n\n")[0].strip())
 
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
-    from segmentation.cli import check_compute
+    from arguments import parse_config
+    from scene.compute import check_compute
     from viewer.app import ViewerApp, require_viser
-    from viewer.session import Session, ViewerConfig
+    from viewer.session import Session
 
-    args = build_parser().parse_args(argv)
+    cfg, _ = parse_config(build_parser(), argv)
     require_viser()           # before loading anything: a missing optional dependency is one line
-    check_compute(args.backend, args.device)
-    cfg = ViewerConfig(model_path=args.model_path, segmentation=args.segmentation, masks=args.masks, out=args.out,
-                       force=args.force, iteration=args.iteration, source_path=args.source_path, images=args.images,
-                       resolution=args.resolution, backend=args.backend, num_threads=args.num_threads,
-                       device=args.device, host=args.host, port=args.port)
+    check_compute(cfg.backend, cfg.device)
     session = Session(cfg)
     try:
         app = ViewerApp(session, cfg.host, cfg.port)

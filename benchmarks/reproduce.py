@@ -697,6 +697,11 @@ def collect_affordance(data: Optional[dict]) -> Optional[dict]:
             "seconds": data["affordance_seconds"], "rows": [{k: r[k] for k in keep} for r in data["rows"]]}
 
 
+def _prune_times(rep: dict[str, Any]) -> dict[str, Any]:
+    """prune_report.json's phase times: 'timings_s' (every summary since the job kit), 'times' before it."""
+    return rep.get("timings_s") or rep.get("times") or {}
+
+
 def collect_pruning(cfg: Config, scene: str) -> dict[str, Any]:
     pr = work(cfg, "prune", scene)
     rep, sweep = _read(pr / "prune_report.json") or {}, _read(pr / "sweep.json") or {}
@@ -709,7 +714,7 @@ def collect_pruning(cfg: Config, scene: str) -> dict[str, Any]:
                 "passed": v.get("passed"), "heldout_psnr_before": h.get("psnr_before"),
                 "heldout_psnr_after": h.get("psnr_after"), "heldout_ssim_before": h.get("ssim_before"),
                 "heldout_ssim_after": h.get("ssim_after"), "heldout_views": h.get("num_views"),
-                "seconds": rep.get("times", {}).get("total"), "times_s": rep.get("times", {})}
+                "seconds": _prune_times(rep).get("total"), "times_s": _prune_times(rep)}
     return {"model": str(model_dir(cfg, scene)), "lossless": lossless, "sweep": sweep.get("rows", []),
             "unpruned": sweep.get("unpruned"), "heldout_split": sweep.get("heldout_split"),
             "reference": sweep.get("reference"), "figure": str(fig.relative_to(cfg.out))}

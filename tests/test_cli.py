@@ -16,7 +16,7 @@ from cli_helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["train", "render", "metrics", "segment", "eval_segmentation", "prune", "extract_features", "dino_train",
-           "cluster", "affordance", "eval_affordance", "scene.__main__"]
+           "cluster", "affordance", "eval_affordance", "view", "scene.__main__"]
 
 
 def parser_of(script: str):  # noqa: ANN201 - argparse parser

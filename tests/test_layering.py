@@ -1,6 +1,7 @@
 """The layering rule of docs/architecture.md, checked on the source tree (ast, nothing is imported).
 
 utils -> arguments -> gaussian_renderer -> scene -> jobs (segmentation, pruning, features, affordance, training)
+-> apps (viewer)
 -> scripts: a module imports only from its own layer or below; a job imports another job only through the
 named shared modules; no module imports a script.
 """
@@ -13,9 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"utils": 0, "arguments": 1, "gaussian_renderer": 2, "scene": 3,
-          "segmentation": 4, "pruning": 4, "features": 4, "affordance": 4, "training": 4}
+          "segmentation": 4, "pruning": 4, "features": 4, "affordance": 4, "training": 4, "viewer": 5}
 JOBS = {p for p, layer in LAYERS.items() if layer == 4}
-SCRIPT_LAYER = 5
+SCRIPT_LAYER = 6
 # Modules of one job that the other jobs may import (docs/architecture.md, "Shared modules")
 SHARED = {
     "segmentation.voting": "votes from per-view label maps and the per-Gaussian decision (the paper's method)",

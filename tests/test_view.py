@@ -329,8 +329,10 @@ def test_app_binds_localhost_and_prints_its_url(view_demo, tmp_path):
     import view
     from viewer.app import ViewerApp
 
-    args = view.build_parser().parse_args(["-m", "M"])
-    assert (args.host, args.port) == ("127.0.0.1", 8080)
+    from arguments import parse_config
+
+    cfg, _ = parse_config(view.build_parser(), ["-m", "M"])
+    assert (cfg.host, cfg.port) == ("127.0.0.1", 8080)
     data, sam, view_name, _ = view_demo
     session = Session(ViewerConfig(model_path=str(data.model_path), masks=str(sam), out=str(tmp_path / "o")),
                       log=lambda m: None)

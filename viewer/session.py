@@ -20,30 +20,39 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from arguments import flag, options
+from arguments.options import Backend
 from utils.errors import UserError
 from viewer.scene_data import Segmentation, read_segmentation, splats_of
 
 Log = Callable[[str], None]
 
 
+_VIEWS = "model and views"
+_COMPUTE = "compute"
+
+
 @dataclass
 class ViewerConfig:
-    """Everything ``view.py`` takes (field comments are the CLI help)."""
+    """Everything ``view.py`` takes; each field is its flag (help, aliases)."""
 
-    model_path: str                  # trained model (the forms segment.py -m takes)
-    segmentation: str = ""           # a segment.py result folder to show (labels.npy)
-    masks: str = ""                  # SAM automatic-mask folder: a click picks a proposal; "": the photos
-    out: str = ""                    # export folder (default MODEL/segmentation, like segment.py)
-    force: bool = False              # segment.py's --force for the export folder
-    iteration: int = -1
-    source_path: str = ""
-    images: str = ""
-    resolution: int = 0
-    backend: str = "auto"
-    num_threads: int = 0
-    device: str = "cpu"
-    host: str = "127.0.0.1"          # localhost only by default (reach it through SSH port forwarding)
-    port: int = 8080
+    model_path: str = options.model_path(group=_VIEWS)
+    iteration: int = options.iteration(group=_VIEWS)
+    source_path: str = options.source_path(group=_VIEWS)
+    images: str = options.images(group=_VIEWS)
+    resolution: int = options.resolution(group=_VIEWS)
+    segmentation: str = flag("", "a segment.py output folder to show (labels.npy; labels or instance ids)",
+                             metavar="DIR")
+    masks: str = flag("", "SAM automatic-mask output (<image>/<k>.png folders): a click picks the proposal under it "
+                      "(segment.py --masks); default: the object is cut out of the photo", metavar="SAM_DIR")
+    out: str = options.out("where Export writes segment.py's files (default MODEL/segmentation)")
+    force: bool = options.force()
+    host: str = flag("127.0.0.1", "address to listen on (127.0.0.1: this machine only; 0.0.0.0 opens it to the "
+                     "network)")
+    port: int = flag(8080, "port (the next free one if taken)")
+    backend: Backend = options.backend(group=_COMPUTE)
+    num_threads: int = options.num_threads(group=_COMPUTE)
+    device: str = options.device(group=_COMPUTE)
 
 
 @dataclass
@@ -141,7 +150,7 @@ class Session:
 
     def __init__(self, cfg: ViewerConfig, log: Log = print):
         from scene.model_folder import load_model
-        from segmentation.views import load_views
+        from scene.views import load_views
 
         self.cfg = cfg
         with warnings.catch_warnings(record=True) as caught:

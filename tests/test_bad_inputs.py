@@ -38,6 +38,15 @@ def in_tmp(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def sigint_as_in_a_terminal() -> None:
+    """A terminal's Ctrl-C: a test run launched in the background (``cmd &``, nohup) inherits SIGINT ignored,
+    which the scripts rightly respect; the interrupt cases need Python's default handler."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Fixtures: one tiny scene (model + source + masks + GT), a segmentation of it, shared read-only by all cases
 # ---------------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import torch
 
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "submodules" / "cpu_rasterizer"
 SOURCES = ("rasterizer.cpp", "projection.cpp", "sh.cpp")
-HEADERS = ("common.h",)  # included by the sources: part of the build key too
+HEADERS = ("common.h", "simd.h")  # included by the sources: part of the build key too
 OP_NAMESPACE = "gs_cpu_rasterizer"
 # -march=native: the 8-lane vector code is ~4x faster with AVX2 than as SSE pairs (measured); the build is
 # per machine anyway. -ffp-contract=off keeps FMA contraction from making vector and scalar results differ.

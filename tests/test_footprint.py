@@ -284,20 +284,20 @@ def test_training_writes_a_byte_identical_ply(tmp_path: Path, monkeypatch: pytes
     """Training reads radii / visibility_filter (densification statistics, max radii): a cpu-preset run with
     densification writes the same PLY bytes with either footprint."""
     import gaussian_renderer
-    from training.config import build_parser, config_from_args
-    from training.trainer import train
+    from training.config import parse_train_args
+    from training.trainer import run_train
 
     original = gaussian_renderer.render
     plys, counts = {}, {}
     for fp in ("inria", "tight"):
         monkeypatch.setattr(gaussian_renderer, "render", functools.partial(original, footprint=fp))
         model = tmp_path / fp
-        ns = build_parser().parse_args(["-s", str(MARY), "-m", str(model), "-r", "64", "--preset", "cpu",
+        cfg = parse_train_args(["-s", str(MARY), "-m", str(model), "-r", "64", "--preset", "cpu",
                                         "--iterations", "120", "--random_init", "images", "--random_init_points",
                                         "2000", "--backend", "cpu", "--threads", "1", "--quiet",
                                         "--test_iterations", "120", "--densify_from_iter", "30",
                                         "--densification_interval", "30", "--densify_until_iter", "120"])
-        result = train(config_from_args(ns))
+        result = run_train(cfg)
         counts[fp] = [(d["cloned"], d["split"], d["pruned"]) for d in result.densification]
         plys[fp] = (model / "point_cloud" / "iteration_120" / "point_cloud.ply").read_bytes()
     assert counts["tight"] and any(c[0] + c[1] for c in counts["tight"]), "densification never fired"

@@ -260,6 +260,7 @@ def demo(tmp_path_factory):
     return data, g, obj, gt, result
 
 
+@pytest.mark.slow
 def test_voting_recovers_per_gaussian_parts(demo):
     """From 3 annotated views (of 9 training views), every object's decided Gaussians get its label (>= 90 %),
     the ground's get background (>= 90 %), and the labelling rendered into the 3 held-out views scores
@@ -398,6 +399,7 @@ def cli_runs(tmp_path_factory):
     ("dup_classes", "is listed twice"),
     ("eval_no_gt", "ground truth folder not found"),
 ])
+@pytest.mark.slow
 def test_cli_errors_are_one_line(cli_runs, case, needle):
     _, out = cli_runs
     rc, stdout, stderr = out[case]
@@ -407,6 +409,7 @@ def test_cli_errors_are_one_line(cli_runs, case, needle):
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], stderr
 
 
+@pytest.mark.slow
 def test_eval_cli_writes_json(cli_runs):
     d, out = cli_runs
     rc, stdout, stderr = out["eval_ok"]

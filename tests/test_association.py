@@ -94,6 +94,7 @@ def test_atoms_split_by_membership_and_connectivity():
     np.testing.assert_array_equal(atoms_of(ViewProposals(camera=None, partition=part)), part)
 
 
+@pytest.mark.slow
 def test_atom_votes_equal_direct_votes_and_renders(demo):
     """A union of atoms votes exactly what vote_view votes for that mask; the per-atom rendered selection is the
     direct render of the selection summed over each atom's pixels."""

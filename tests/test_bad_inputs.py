@@ -493,6 +493,7 @@ def test_prune_terminated_keeps_previous_result(sc: Scene, tmp_path: Path, capsy
     assert snapshot(out) == before and not leftovers(tmp_path)
 
 
+@pytest.mark.slow
 def test_train_signals_save_a_checkpoint_and_a_second_one_discards(sc: Scene, tmp_path: Path, capsys,
                                                                    monkeypatch) -> None:
     import training.trainer as trainer

@@ -53,6 +53,7 @@ def identity_field():
     return scene, g, res, visible
 
 
+@pytest.mark.slow
 def test_identity_features_recover_objects(identity_field) -> None:
     scene, g, res, visible = identity_field
     truth = scene.object_ids[visible]
@@ -137,6 +138,7 @@ def demo(tmp_path_factory):
         return write_demo_data(tmp_path_factory.mktemp("feat_demo"), [1], num_views=16, size=SIZE, backend="cpu")
 
 
+@pytest.mark.slow
 def test_scripts_end_to_end(demo, tmp_path: Path) -> None:
     """classic features (colour separates the synthetic objects) -> field -> clusters -> select the ball with
     ONE training mask -> eval_segmentation.py on the held-out views."""
@@ -174,6 +176,7 @@ def test_scripts_end_to_end(demo, tmp_path: Path) -> None:
     assert ev["num_views"] == len(demo.test_names) and ev["miou"] > 0.8, ev["miou"]
 
 
+@pytest.mark.slow
 def test_cluster_errors_are_one_line(demo, tmp_path: Path) -> None:
     r = _run("cluster.py", "-m", str(demo.model_path), "--k", "3", "--features", str(tmp_path / "none.pt"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "none.pt" in r.stderr

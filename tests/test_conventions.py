@@ -170,6 +170,7 @@ def _mary_rose(resolution: int):
     return info, cams, masks
 
 
+@pytest.mark.slow
 def test_maryrose_leave_one_out_hull(record_property):
     info, cams, masks = _mary_rose(resolution=2)  # 128 px
     assert (cams[0].width, cams[0].height) == (128, 128)
@@ -181,6 +182,7 @@ def test_maryrose_leave_one_out_hull(record_property):
     assert np.min(ious) >= 0.75, ious
 
 
+@pytest.mark.slow
 def test_maryrose_hull_collapses_without_focal_rescale(record_property):
     """Negative control: using the file's focal (for 3456 px) on the small images must break the hull."""
     src = need("maryRose")
@@ -193,6 +195,7 @@ def test_maryrose_hull_collapses_without_focal_rescale(record_property):
     assert np.mean(ious) < 0.3, ious
 
 
+@pytest.mark.slow
 def test_lego_alpha_hull_into_test_views(record_property):
     src = need("lego")
     info = read_scene(str(src), eval=True)

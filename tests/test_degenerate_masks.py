@@ -56,6 +56,7 @@ def _error(capsys, argv: list[str], needle: str, out: Path) -> None:
     assert "Traceback" not in err and not out.exists()
 
 
+@pytest.mark.slow
 def test_all_black_masks_are_an_error_unless_allowed(demo, tmp_path, capsys):
     black = _masks_like(demo, tmp_path / "black", lambda m: np.zeros(m.shape, np.uint8))
     out = tmp_path / "out"

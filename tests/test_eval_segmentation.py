@@ -121,6 +121,7 @@ def _eval_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_eval_cli_iou_computed_by_hand(model_folder, tmp_path):
     pred = _expected_single().astype(bool)
     gt = pred.copy()
@@ -142,6 +143,7 @@ def test_eval_cli_iou_computed_by_hand(model_folder, tmp_path):
     assert f"{iou:.4f}" in r.stdout and "cam0" in r.stdout
 
 
+@pytest.mark.slow
 def test_eval_cli_errors_are_one_line(model_folder, tmp_path):
     np.save(tmp_path / "short.npy", np.array([1]))
     (tmp_path / "gt").mkdir()

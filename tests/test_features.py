@@ -156,6 +156,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+@pytest.mark.slow
 def test_missing_weights_is_one_line_exit_2(tmp_path: Path) -> None:
     missing = tmp_path / "dino_vits16.pth"
     res = _cli("-s", str(tmp_path), "--extractor", "dino", "--weights", str(missing))
@@ -206,6 +207,7 @@ def test_channel_stats_match_numpy() -> None:
     np.testing.assert_allclose(std.numpy(), flat.std(1), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(small_scene) -> None:
     scene, g = small_scene
     targets = TargetMaps(_identity_maps(scene, g))

@@ -353,6 +353,7 @@ def test_gsplat_normalisation_matches_on_random_captures() -> None:
     assert fired == {True, False}
 
 
+@pytest.mark.slow
 @needs_beer
 def test_gsplat_renders_match_and_the_normalisation_matters(tmp_path, original, reference, gsplat_transform) -> None:
     res = tmp_path / "results" / "beer"

@@ -65,6 +65,7 @@ def test_missing_mask_is_one_clear_error(tmp_path: Path) -> None:
 MARY = Path(__file__).resolve().parents[2] / "shared" / "data" / "maryRose"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MARY.is_dir(), reason="../shared/data/maryRose not present")
 def test_train_and_render_with_object_masks(tmp_path: Path) -> None:
     """train.py --object_masks records the (absolute) mask folder in cfg_args; render.py then writes ground

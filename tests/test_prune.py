@@ -336,6 +336,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_writes_a_new_inria_folder_and_leaves_the_input_alone(model_folder: Path, tmp_path: Path):
     before = _hashes(model_folder)
     out = tmp_path / "pruned"
@@ -388,6 +389,7 @@ def test_threshold_outputs_nest(model_folder: Path, tmp_path: Path):
     assert kept[1e-2] < kept[1e-4]
 
 
+@pytest.mark.slow
 def test_sweep_writes_table_and_png(model_folder: Path, tmp_path: Path):
     out = tmp_path / "sw"
     lines: list[str] = []
@@ -406,6 +408,7 @@ def test_sweep_writes_table_and_png(model_folder: Path, tmp_path: Path):
     assert not list(out.glob("**/iteration_*/point_cloud.ply"))[1:]  # one model only, not one per threshold
 
 
+@pytest.mark.slow
 def test_bad_model_path_is_one_line_exit_2(tmp_path: Path):
     res = _run("-m", str(tmp_path / "nope"))
     assert res.returncode == 2

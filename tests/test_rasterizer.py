@@ -256,6 +256,7 @@ def _tiny_scene(dtype: torch.dtype) -> tuple[list[Tensor], Tensor, Tensor, int, 
     return [t.to(dtype) for t in (means, quats, scales, opac, colors)], torch.eye(4), K, 24, 18
 
 
+@pytest.mark.slow
 def test_reference_float64_gradcheck() -> None:
     """The oracle itself: float64 autograd of the reference equals its finite differences."""
     params, viewmat, K, w, h = _tiny_scene(torch.float64)
@@ -271,6 +272,7 @@ def test_reference_float64_gradcheck() -> None:
     assert torch.autograd.gradcheck(loss, params, eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_native_gradients_match_float64_finite_differences() -> None:
     params64, viewmat, K, w, h = _tiny_scene(torch.float64)
     bg = torch.tensor([0.3, 0.7])
@@ -373,6 +375,7 @@ def test_build_lock_times_out_and_stale_torch_lock_is_removed(tmp_path: Path, mo
     assert lib.exists() and seen == {"lock_present": False}
 
 
+@pytest.mark.slow
 def test_failed_build_reports_compiler_error(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

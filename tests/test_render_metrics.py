@@ -120,6 +120,7 @@ def test_metrics_json_matches_independent_computation(trained: Path, capsys: pyt
     ("render.py", ["-m", "/nonexistent/model"], "/nonexistent/model"),
     ("metrics.py", ["-m", "/nonexistent/model"], "/nonexistent/model"),
 ])
+@pytest.mark.slow
 def test_bad_model_path_one_line_exit_2(script: str, args: list[str], needle: str) -> None:
     res = subprocess.run([sys.executable, str(REPO / script), *args], capture_output=True, text=True, cwd=REPO,
                          timeout=120)
@@ -128,6 +129,7 @@ def test_bad_model_path_one_line_exit_2(script: str, args: list[str], needle: st
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], res.stderr
 
 
+@pytest.mark.slow
 def test_metrics_without_renders_is_a_user_error(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, str(REPO / "metrics.py"), "-m", str(tmp_path)], capture_output=True,
                          text=True, cwd=REPO, timeout=120)

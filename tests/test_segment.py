@@ -140,6 +140,7 @@ def test_preview_panels_equal_renders_of_the_subsets():
     assert small.original.shape == small.deleted.shape == (want.height, want.width, 3)
 
 
+@pytest.mark.slow
 def test_previews_render_each_view_once(single, tmp_path, monkeypatch):
     """A view in both the PNG strips and the GIF is rendered once; the GIF gets every frame."""
     from segmentation import export
@@ -424,6 +425,7 @@ def error_runs(single, tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ERROR_CASES)
 def test_cli_errors_are_one_line(error_runs, case):
     code, out, err = error_runs[case]
@@ -433,6 +435,7 @@ def test_cli_errors_are_one_line(error_runs, case):
     assert "Traceback" not in err + out
 
 
+@pytest.mark.slow
 def test_cli_warns_on_mask_aspect_mismatch(error_runs):
     code, out, err = error_runs["aspect"]
     assert code == 0, err
@@ -444,6 +447,7 @@ def test_cli_warns_on_mask_aspect_mismatch(error_runs):
 # ---------------------------------------------------------------------------------------------------------
 # The built-in demo, as the README runs it
 # ---------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     r = _cli("--out", str(tmp_path / "demo"), "--no-progress", "--gif-frames", "6")  # fewer GIF renders: speed
     assert r.returncode == 0, r.stderr

@@ -83,6 +83,7 @@ def run_cli(script: str, *args: str, timeout: float = 120) -> subprocess.Complet
 
 
 # ----- a real scene --------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.skipif(not MARY.is_dir(), reason="../shared/data/maryRose not present")
 def test_real_scene_loss_drops_and_inria_folder_written(tmp_path: Path) -> None:
     """maryRose at 64 px from 3000 random points: the train-view L1 after 150 iterations is well below the
@@ -207,6 +208,7 @@ RESUME_OPT = dict(densify_from_iter=4, densify_until_iter=30, densification_inte
                   opacity_reset_interval=20, densify_grad_threshold=0.00005, random_background=True)
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_and_from_ctrl_c_is_bit_identical(tmp_path: Path) -> None:
     """An uninterrupted 36-iteration run (densification, opacity reset, SH increases, random backgrounds)
     against (a) a run resumed from its iteration-17 checkpoint and (b) a run stopped by SIGINT at
@@ -262,6 +264,7 @@ def test_different_seed_changes_the_run(tmp_path: Path) -> None:
     assert not np.array_equal(pa.f_dc, pb.f_dc)
 
 
+@pytest.mark.slow
 def test_opacity_regulariser_fades_only_what_no_view_constrains(tmp_path: Path) -> None:
     """--lambda_opacity: a Gaussian no training view sees gets no data gradient, so without the term Adam
     leaves it exactly as initialised (a floater that survives training); with it, it fades. The Gaussians
@@ -285,6 +288,7 @@ def test_opacity_regulariser_fades_only_what_no_view_constrains(tmp_path: Path) 
     assert runs[0.1][1] < 1.1 * runs[0.0][1], runs                # the visible scene fits as well
 
 
+@pytest.mark.slow
 def test_random_init_opacity_weight_applies_only_to_random_init(tmp_path: Path) -> None:
     """random_init_lambda_opacity replaces opt.lambda_opacity when the dataset has no points, not otherwise."""
     info = generated_scene()
@@ -327,6 +331,7 @@ def test_cpu_preset_scales_schedule_and_flags_win() -> None:
     (["-s", str(MARY), "-m", "{tmp}/file/m"], "not a folder"),
     (["-s", str(MARY), "-m", "{tmp}/m", "--start_checkpoint", "{tmp}/nope.pth"], "nope.pth"),
 ])
+@pytest.mark.slow
 def test_bad_paths_give_one_line_error_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     if not MARY.is_dir() and str(MARY) in args:
         pytest.skip("../shared/data/maryRose not present")
@@ -337,6 +342,7 @@ def test_bad_paths_give_one_line_error_exit_2(tmp_path: Path, args: list[str], n
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], res.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MARY.is_dir(), reason="../shared/data/maryRose not present")
 def test_ctrl_c_in_cli_saves_and_exits_130(tmp_path: Path) -> None:
     """A real SIGINT to train.py: exit status 130, one line naming the checkpoint, files present."""

@@ -104,6 +104,7 @@ def testsampson_distance_distance_zero_for_consistent_matches_and_grows_with_off
     assert np.all((d > 1.0) & (d < 3.5))
 
 
+@pytest.mark.slow
 def test_triangulated_points_lie_on_the_cube():
     cams = _scene()
     pcd = triangulate_points(cams, cfg=TriangulationConfig(neighbours=4))
@@ -117,6 +118,7 @@ def test_triangulated_points_lie_on_the_cube():
     assert np.median(pcd.colors) < 0.9
 
 
+@pytest.mark.slow
 def test_wrong_poses_give_few_points():
     """The epipolar and reprojection checks must reject matches when the poses do not fit the images:
     every camera turned by 5 degrees about a random axis (~13 px at the image centre)."""
@@ -138,6 +140,7 @@ def test_wrong_poses_give_few_points():
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fern"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/fern not present")
 def test_fern_points_agree_with_colmap():
     """On a real capture the triangulated points land where COLMAP's own points are."""
@@ -162,6 +165,7 @@ def _scene_info(cams: list[Camera]):
                      np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
 
 
+@pytest.mark.slow
 def test_scene_triangulate_init_and_fallback(tmp_path: Path, caplog):
     """Scene(random_init="triangulate") starts from the triangulated points (not counted as random); a
     textureless scene falls back to random points coloured from the images, with a warning."""
@@ -204,6 +208,7 @@ def test_sift_keypoints_use_colmap_pixel_centres():
 MARY = Path(__file__).resolve().parents[2] / "shared" / "data" / "maryRose"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MARY.is_dir(), reason="../shared/data/maryRose not present")
 def test_scene_consistency_benchmark_runs(tmp_path: Path):
     """benchmarks/scene_consistency.py on maryRose's first views: object matches agree with the poses; a

@@ -225,6 +225,7 @@ def test_read_segmentation_errors(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # a session on the demo scene: runs, export, errors (no browser)
 # ---------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_session_exports_what_segment_py_writes(view_demo, segment_py, tmp_path):
     data, sam, view, (x, y) = view_demo
     foreign = tmp_path / "foreign"

@@ -146,6 +146,7 @@ def _compare_with_segment_py(segment_py, out: Path, cli: Path, model: Path, mask
     return labels
 
 
+@pytest.mark.slow
 def test_page_prompt_and_export_on_the_demo_scene(browser_tools, view_demo, segment_py, tmp_path):
     data, sam, view, xy = view_demo
     out, shot = _drive_page(browser_tools, tmp_path, data.model_path, sam, view, xy, "demo", run_timeout=300)

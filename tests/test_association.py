@@ -237,6 +237,23 @@ def test_one_mask_file_is_completed_from_the_photos(demo, tmp_path):
     assert iou_completed > 0.8 and iou_completed > iou_plain + 0.05, (iou_completed, iou_plain)
 
 
+@pytest.mark.slow
+def test_photo_completion_by_default_only_for_one_masked_view(demo, tmp_path):
+    """Two masked views: the default votes them only (photo completion measured worse from 3 masks on, see
+    PHOTO_COMPLETION_MAX_MASKED); --complete asks for it."""
+    import shutil
+
+    data, _, _ = demo
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in data.train_names[1:3]:
+        shutil.copy2(data.masks_path / f"{name}.png", two / f"{name}.png")
+    res = _run(data, tmp_path / "auto", masks=str(two))
+    assert res.summary["masks"]["mode"] == "masks" and res.summary["views"]["used"] == 2
+    forced = _run(data, tmp_path / "forced", masks=str(two), complete=True)
+    assert forced.summary["masks"]["mode"] == "associate" and forced.summary["views"]["used"] > 8
+
+
 def test_object_protocol_ignores_occluders(demo, tmp_path):
     """The ball alone vs the ball in the scene: an occluder in front lowers only the in-scene score."""
     data, _, _ = demo

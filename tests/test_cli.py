@@ -79,7 +79,7 @@ def test_segment_flags_keep_their_meaning() -> None:
         ("N", "sam", True, False, 1)
     assert new.demo_options.demo
     d = cfg_of("segment", [])
-    assert d.job.complete and d.job.progress and d.job.margin is None and d.job.prompt == [] and not d.demo_options.demo
+    assert d.job.complete is None and d.job.progress and d.job.margin is None and d.job.prompt == [] and not d.demo_options.demo
 
 
 def test_inria_and_earlier_spellings_parse() -> None:

@@ -1,5 +1,5 @@
 """Every native op checks its inputs (shape, dtype, device, contiguity, consistent N, index ranges) before it
-reads a pointer: a wrong input is a RuntimeError naming the op and the argument, never an out-of-bounds read."""
+reads a pointer: a wrong input is a ValueError naming the op and the argument, never an out-of-bounds read."""
 from __future__ import annotations
 
 import pytest
@@ -81,7 +81,7 @@ def test_wrong_input_is_a_clear_error(op: str, arg: str, breaker, match: str) ->
     args = good()
     CALLS[op](args)  # the unbroken call works
     args[arg] = breaker(args)
-    with pytest.raises(RuntimeError, match=match) as info:
+    with pytest.raises(ValueError, match=match) as info:
         CALLS[op](args)
     assert op in str(info.value) or (op.startswith("sh") and "sh" in str(info.value))
 
@@ -92,9 +92,9 @@ def test_every_op_has_a_wrong_input_case() -> None:
 
 def test_thread_count_and_image_size_are_checked() -> None:
     a = good()
-    with pytest.raises(RuntimeError, match="num_threads must be >= 0"):
+    with pytest.raises(ValueError, match="num_threads must be >= 0"):
         _ops().vote(a["m2"], a["con"], a["op"], a["off"], a["gids"], a["weights"], -1)
-    with pytest.raises(RuntimeError, match="width and height must lie in"):
+    with pytest.raises(ValueError, match="width and height must lie in"):
         _ops().bin(a["m2"], a["con"], a["op"], a["rad"], a["dep"], 0, H, True, None, 1)
-    with pytest.raises(RuntimeError, match="tile_mask must have shape"):
+    with pytest.raises(ValueError, match="tile_mask must have shape"):
         _ops().bin(a["m2"], a["con"], a["op"], a["rad"], a["dep"], W, H, True, torch.ones(T + 1, dtype=torch.bool), 1)

@@ -17,7 +17,7 @@ namespace gs_cpu {
 
 // OpenMP thread count of a kernel call: num_threads > 0 as given, 0 = all cores.
 inline int resolve_threads(int64_t num_threads) {
-  TORCH_CHECK(num_threads >= 0, "num_threads must be >= 0 (0 = all cores), got ", num_threads);
+  TORCH_CHECK_VALUE(num_threads >= 0, "num_threads must be >= 0 (0 = all cores), got ", num_threads);
   return num_threads > 0 ? static_cast<int>(num_threads) : std::max(1, omp_get_num_procs());
 }
 
@@ -43,9 +43,9 @@ inline std::string shape_str(const at::Tensor& t) {
 //   check_arg(opacities, "vote", "opacities", at::kFloat, {n});  // [N] float32
 inline void check_arg(const at::Tensor& t, const char* op, const char* name, at::ScalarType dtype,
                       std::initializer_list<int64_t> shape) {
-  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got one on ", t.device());
-  TORCH_CHECK(t.scalar_type() == dtype, op, ": ", name, " must be ", c10::toString(dtype), ", got ",
+  TORCH_CHECK_VALUE(t.defined(), op, ": ", name, " is undefined");
+  TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got one on ", t.device());
+  TORCH_CHECK_VALUE(t.scalar_type() == dtype, op, ": ", name, " must be ", c10::toString(dtype), ", got ",
               c10::toString(t.scalar_type()));
   bool ok = t.dim() == static_cast<int64_t>(shape.size());
   if (ok) {
@@ -55,8 +55,8 @@ inline void check_arg(const at::Tensor& t, const char* op, const char* name, at:
       ++i;
     }
   }
-  TORCH_CHECK(ok, op, ": ", name, " must have shape ", shape_str(shape), ", got ", shape_str(t));
-  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous (call .contiguous())");
+  TORCH_CHECK_VALUE(ok, op, ": ", name, " must have shape ", shape_str(shape), ", got ", shape_str(t));
+  TORCH_CHECK_VALUE(t.is_contiguous(), op, ": ", name, " must be contiguous (call .contiguous())");
 }
 
 }  // namespace gs_cpu

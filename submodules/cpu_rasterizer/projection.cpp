@@ -35,8 +35,8 @@ struct Cam {
 };
 
 Cam make_cam(const std::vector<double>& view, const std::vector<double>& intr, double near) {
-  TORCH_CHECK(view.size() == 12, "project: view must hold 12 numbers (3x4 row-major world-to-camera)");
-  TORCH_CHECK(intr.size() == 8, "project: intrinsics must be fx, fy, cx, cy and four clamp limits");
+  TORCH_CHECK_VALUE(view.size() == 12, "project: view must hold 12 numbers (3x4 row-major world-to-camera)");
+  TORCH_CHECK_VALUE(intr.size() == 8, "project: intrinsics must be fx, fy, cx, cy and four clamp limits");
   Cam c;
   for (int i = 0; i < 3; ++i) {
     for (int j = 0; j < 3; ++j) c.W[i][j] = static_cast<float>(view[4 * i + j]);
@@ -164,7 +164,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> project_forward(const Tensor& means, 
   const int64_t n = means.size(0);
   check_arg(quats, "project_forward", "quats", at::kFloat, {n, 4});
   check_arg(scales, "project_forward", "scales", at::kFloat, {n, 3});
-  TORCH_CHECK(width > 0 && height > 0, "project_forward: width and height must be positive, got ", width, "x",
+  TORCH_CHECK_VALUE(width > 0 && height > 0, "project_forward: width and height must be positive, got ", width, "x",
               height);
   const Cam cam = make_cam(view, intr, near);
   const int nt = resolve_threads(num_threads);

@@ -185,7 +185,7 @@ static_assert(sizeof(Footprint) == 32, "Footprint must stay one 32-byte record")
 constexpr int kMaxGridSide = 32767;  // tiles per side that fit Footprint's int16 coordinates
 
 TileGrid make_grid(const char* op, int64_t width, int64_t height) {
-  TORCH_CHECK(width > 0 && height > 0 && width <= 16 * int64_t(kMaxGridSide) && height <= 16 * int64_t(kMaxGridSide),
+  TORCH_CHECK_VALUE(width > 0 && height > 0 && width <= 16 * int64_t(kMaxGridSide) && height <= 16 * int64_t(kMaxGridSide),
               op, ": width and height must lie in 1..", 16 * kMaxGridSide, ", got ", width, "x", height);
   return TileGrid(width, height);
 }
@@ -562,13 +562,13 @@ Bins check_bins(const char* op, const Tensor& offsets, const Tensor& gids, const
   const int64_t total = gids.numel();
   bool monotone = off[0] == 0 && off[grid.count()] == total;
   for (int64_t t = 0; t < grid.count() && monotone; ++t) monotone = off[t] <= off[t + 1];
-  TORCH_CHECK(monotone, op, ": tile_offsets must rise from 0 to len(isect_gids) = ", total,
+  TORCH_CHECK_VALUE(monotone, op, ": tile_offsets must rise from 0 to len(isect_gids) = ", total,
               " (pass the tile_offsets and isect_gids of one bin call for this image size)");
   const int32_t* gid = gids.data_ptr<int32_t>();
   int64_t bad = 0;
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : bad)
   for (int64_t k = 0; k < total; ++k) bad += (gid[k] < 0 || gid[k] >= n) ? 1 : 0;
-  TORCH_CHECK(bad == 0, op, ": isect_gids holds ", bad, " Gaussian id(s) outside [0, N = ", n,
+  TORCH_CHECK_VALUE(bad == 0, op, ": isect_gids holds ", bad, " Gaussian id(s) outside [0, N = ", n,
               "); bin and this call must see the same Gaussians");
   return {off, gid, total};
 }
@@ -879,7 +879,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> rasterize_backward(
   check_arg(d_out, "backward", "d_out", at::kFloat, {-1, height, width});
   check_arg(d_t_final, "backward", "d_t_final", at::kFloat, {height, width});
   const int64_t nc = d_out.size(0);
-  TORCH_CHECK(nc <= nc_all, "backward: d_out has ", nc, " channels, more than the ", nc_all, " of colors");
+  TORCH_CHECK_VALUE(nc <= nc_all, "backward: d_out has ", nc, " channels, more than the ", nc_all, " of colors");
   const TileGrid grid = make_grid("backward", width, height);
   const Bins bins = check_bins("backward", offsets, gids, grid, n, resolve_threads(num_threads));
   const int nt = resolve_threads(num_threads);
@@ -1141,14 +1141,14 @@ struct LabelPass {
 // labels: [H, W] int32 in 0..num_labels (checked here, before any parallel region).
 int64_t check_labels(const char* op, const Tensor& labels, int64_t num_labels, int nt) {
   check_arg(labels, op, "labels", at::kInt, {-1, -1});
-  TORCH_CHECK(num_labels >= 0 && num_labels < (int64_t(1) << 30), op, ": num_labels must lie in 0..2^30, got ",
+  TORCH_CHECK_VALUE(num_labels >= 0 && num_labels < (int64_t(1) << 30), op, ": num_labels must lie in 0..2^30, got ",
               num_labels);
   const int32_t* lab = labels.data_ptr<int32_t>();
   const int64_t hw = labels.numel();
   int64_t bad = 0;
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : bad)
   for (int64_t p = 0; p < hw; ++p) bad += (lab[p] < 0 || lab[p] > num_labels) ? 1 : 0;
-  TORCH_CHECK(bad == 0, op, ": ", bad, " label(s) outside 0..num_labels = ", num_labels);
+  TORCH_CHECK_VALUE(bad == 0, op, ": ", bad, " label(s) outside 0..num_labels = ", num_labels);
   return num_labels;
 }
 

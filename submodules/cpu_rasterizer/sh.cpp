@@ -89,9 +89,9 @@ Inputs check(const Tensor& means, const Tensor& dc, const Tensor& rest, const st
   const int64_t n = means.size(0);
   check_arg(dc, "sh", "dc", at::kFloat, {n, 1, 3});            // [N, 1, 3]
   check_arg(rest, "sh", "rest", at::kFloat, {n, -1, 3});       // [N, R, 3]
-  TORCH_CHECK(degree >= 0 && degree <= 3 && (degree + 1) * (degree + 1) - 1 <= rest.size(1),
+  TORCH_CHECK_VALUE(degree >= 0 && degree <= 3 && (degree + 1) * (degree + 1) - 1 <= rest.size(1),
               "sh: degree must be 0..3 and covered by rest");
-  TORCH_CHECK(centre.size() == 3, "sh: centre must hold 3 numbers");
+  TORCH_CHECK_VALUE(centre.size() == 3, "sh: centre must hold 3 numbers");
   Inputs in;
   in.n = n;
   in.rest = rest.size(1);

@@ -164,7 +164,8 @@ def run_prune(repo: Path, model: Path, out: Path, threads: int) -> dict[str, Any
         raise RuntimeError(f"{repo}: prune.py failed:\n{res.stderr[-2000:]}")
     rep = json.loads((out / "prune_report.json").read_text())
     keep_bytes = ply_path(out, rep["iteration"]).read_bytes()
-    return {"wall_s": wall, "times": rep.get("timings_s") or rep["times"],  # 'times' before the job kit "removed": rep["gaussians"]["removed"],
+    times = rep.get("timings_s") or rep["times"]  # prune_report.json said 'times' before the job kit
+    return {"wall_s": wall, "times": times, "removed": rep["gaussians"]["removed"],
             "verification": rep["verification"], "restored": rep["restored_stoppers"], "ply": keep_bytes}
 
 

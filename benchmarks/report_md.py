@@ -186,8 +186,8 @@ def seg_sections(r: dict) -> str:
            "### K GT masks, the paper's rule (`segment.py --masks`, undecided kept or propagated)", t1,
            f"Voting: {tm['vote_ms_per_view']:.1f} ms per view, {tm['vote_s_all_masks']:.2f} s for all "
            f"{s['train_views']} masks; peak RSS {tm.get('peak_rss_mb', 0):.0f} MB.",
-           "### K GT masks completed through the 3D model from proposals (`segment.py`'s default when masks cover "
-           "only some views)",
+           "### K GT masks completed through the 3D model from proposals (`segment.py --complete`; by default "
+           "`segment.py` completes from `--proposals SAM_DIR` always and from the photos only for one masked view)",
            "Proposals: `photo` = superpixels of the photos; `sam` = the SAM-like folder "
            "(`benchmarks/sam_like.py`, seed 0: ids shuffled per view, parts, background regions, merges). "
            "Margin 0.2, undecided propagated.", comp,

@@ -8,7 +8,7 @@ the rest). Rows:
 - K in {1, 3, 5, 10, all} GT masks, the paper's rule (with / without propagation of unseen Gaussians), clean
   and noisy masks (each view eroded or dilated by 3 px at random);
 - the same K masks completed from proposals (photo superpixels, and the SAM-like folder) through the 3D
-  model (segment.py's default when masks cover only some views);
+  model (segment.py --complete; its default completes from SAM proposals always, from photos for one mask);
 - a SAM-like folder (benchmarks/sam_like.py: ids shuffled per view, parts, background regions, merges) and one
   click on one training view; the photos and one box on that view (segment.py --prompt / --prompt-box).
 

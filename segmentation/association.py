@@ -85,9 +85,14 @@ def atoms_of(proposals: ViewProposals) -> np.ndarray:  # -> [H, W] int32 atom id
         if k == 0:
             sig = np.zeros((h, w), np.int64)
         else:
-            packed = np.packbits(masks.reshape(k, -1), axis=0).T  # [HW, ceil(K/8)] membership bits
-            rows = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel()
-            sig = np.unique(rows, return_inverse=True)[1].reshape(h, w).astype(np.int64)
+            if k <= 62:  # the membership bits as one integer per pixel (labelling needs only equality)
+                sig = np.zeros((h, w), np.int64)
+                for i in range(k):
+                    sig[masks[i].astype(bool, copy=False)] |= np.int64(1) << i
+            else:
+                packed = np.packbits(masks.reshape(k, -1), axis=0).T  # [HW, ceil(K/8)] membership bits
+                rows = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel()
+                sig = np.unique(rows, return_inverse=True)[1].reshape(h, w).astype(np.int64)
     regions = connected(sig + 1, connectivity=1, background=0).astype(np.int64) - 1
     h, w = regions.shape
     area = np.bincount(regions.ravel())
@@ -96,8 +101,10 @@ def atoms_of(proposals: ViewProposals) -> np.ndarray:  # -> [H, W] int32 atom id
         # every pixel of a sliver takes the atom of the nearest pixel that is not in a sliver
         idx = ndimage.distance_transform_edt(small, return_distances=False, return_indices=True)
         regions = regions[idx[0], idx[1]]
-    _, dense = np.unique(regions, return_inverse=True)
-    return dense.reshape(h, w).astype(np.int32)
+    present = np.zeros(int(regions.max()) + 1, bool)
+    present[regions] = True
+    rank = np.cumsum(present) - 1  # ids that survived, renumbered 0..M-1 in order (np.unique's inverse)
+    return rank[regions].astype(np.int32)
 
 
 @dataclass
@@ -133,11 +140,11 @@ class AtomVotes:
     def vote(self, atom_label: np.ndarray, n: int, num_labels: int) -> np.ndarray:  # -> [N, L+1] float64
         """Votes of the mask giving atom a the label atom_label[a] (0 = background, -1 = no vote)."""
         lab = atom_label[self.atom]
-        out = np.zeros((n, num_labels + 1))
-        for l in range(num_labels + 1):
-            sel = lab == l
-            out[:, l] = np.bincount(self.gid[sel], weights=self.mass[sel], minlength=n)
-        return out
+        keep = lab >= 0
+        # one bincount over (gaussian, label) cells: each cell sums the same masses in the same order as a
+        # bincount per label would
+        cell = self.gid[keep].astype(np.int64) * (num_labels + 1) + lab[keep]
+        return np.bincount(cell, weights=self.mass[keep], minlength=n * (num_labels + 1)).reshape(n, num_labels + 1)
 
 
 def membership(atoms: np.ndarray, proposals: ViewProposals) -> Optional[np.ndarray]:  # -> [M, K] bool

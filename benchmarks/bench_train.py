@@ -26,7 +26,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from arguments import ModelParams, OptimizationParams  # noqa: E402
+from arguments import OptimizationParams  # noqa: E402
 from scene.gaussian_model import GaussianModel, random_point_cloud  # noqa: E402
 from utils.loss_utils import training_loss  # noqa: E402
 

@@ -126,13 +126,13 @@ def segment_config(cfg: ViewerConfig, prompt: PromptState, out: str = "", granul
 def segment_argv(cfg: ViewerConfig, prompt: PromptState, out: str = "", granularity: str = "whole") -> list[str]:
     """The segment.py arguments of :func:`segment_config` (shown on the page: the command to reproduce a run)."""
     argv = ["-m", cfg.model_path]
-    for flag, value, default in (("--iteration", cfg.iteration, -1), ("-s", cfg.source_path, ""),
-                                 ("-i", cfg.images, ""), ("-r", cfg.resolution, 0), ("--masks", cfg.masks, ""),
-                                 ("--backend", cfg.backend, "auto"), ("--num_threads", cfg.num_threads, 0),
-                                 ("--device", cfg.device, "cpu"), ("--granularity", granularity, "whole"),
-                                 ("--out", out, "")):
+    for option, value, default in (("--iteration", cfg.iteration, -1), ("-s", cfg.source_path, ""),
+                                   ("-i", cfg.images, ""), ("-r", cfg.resolution, 0), ("--masks", cfg.masks, ""),
+                                   ("--backend", cfg.backend, "auto"), ("--num_threads", cfg.num_threads, 0),
+                                   ("--device", cfg.device, "cpu"), ("--granularity", granularity, "whole"),
+                                   ("--out", out, "")):
         if value != default:
-            argv += [flag, str(value)]
+            argv += [option, str(value)]
     return argv + prompt.argv() + (["--force"] if cfg.force else [])
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from arguments import Backend, flag, options
 from arguments.options import Split
 from segmentation import export
-from segmentation.association import DEFAULT_ROUNDS, AssociationResult
+from segmentation.association import DEFAULT_ROUNDS, VIEW_AGREEMENT, AssociationResult
 from scene.views import SPLITS, load_views
 from segmentation.voting import (UNDECIDED_MODES, Selection, accumulate_votes, label_counts, make_selection,
                                  parse_views, resolve_undecided_mode, select_views)
@@ -457,6 +457,11 @@ def _vote_associated(cfg: SegmentConfig, gaussians: Any, inputs: Inputs, log: Ca
                        keep_seeds=not inputs.prompts, log=lambda m: log("         " + m))
     result.seconds_atoms = t_atoms
     result.atom_bytes = sum(a.nbytes for a in atom_views)
+    if inputs.prompts and not result.used_views:
+        raise UserError(f"{inputs.proposals.path}: no view confirms the prompt's first mask (in none of "
+                        f"{len(atom_views)} views do its Gaussians match a mask, IoU >= {VIEW_AGREEMENT:.2f}): the "
+                        "model may be undertrained (few Gaussians, blurry renders) or the prompt missed the object; "
+                        "try --prompt-box VIEW:X0,Y0,X1,Y1, another view, or --masks")
     pairs = [] if inputs.prompts else list(seeds)
     by_name = {a.name: a for a in atom_views}
     for name in result.used_views:
@@ -513,7 +518,7 @@ def _choose_seeds(cfg: SegmentConfig, gaussians: Any, inputs: Inputs, candidates
 
 
 def _association_summary(result: AssociationResult, inputs: Inputs) -> dict:
-    from segmentation.association import ATOM_MAJORITY, STOP_FRACTION, VIEW_AGREEMENT
+    from segmentation.association import ATOM_MAJORITY, STOP_FRACTION
 
     return {
         "rule": {"atom_majority": ATOM_MAJORITY, "view_agreement": VIEW_AGREEMENT, "stop_fraction": STOP_FRACTION},

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -31,6 +32,27 @@ def sam_like():
     sys.modules["sam_like"] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="session")
+def mary_rose_model(tmp_path_factory) -> Path:
+    """A trained maryRose model folder: GS_MARYROSE_MODEL, else ../models/maryRose, else a small training run
+    here (half resolution, 1000 iterations, ~25 s on 2 idle cores; CI has no model beside the repo). 150
+    iterations were too few: Gaussians so blurry that no view confirmed a click."""
+    source = ROOT.parent / "shared" / "data" / "maryRose"
+    model = Path(os.environ.get("GS_MARYROSE_MODEL") or ROOT.parent / "models" / "maryRose")
+    if (model / "point_cloud").is_dir():
+        return model
+    if not (source / "images").is_dir():
+        pytest.skip(f"{source}: maryRose data not found")
+    import train
+
+    model = tmp_path_factory.mktemp("mary_rose_model") / "model"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert train.main(["-s", str(source), "-m", str(model), "--eval", "--preset", "cpu", "-r", "2",
+                           "--iterations", "1000", "--quiet"]) in (0, None)
+    return model
 
 
 @pytest.fixture

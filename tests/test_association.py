@@ -306,6 +306,22 @@ def test_bad_prompts_are_one_line_errors(demo, tmp_path, capsys):
         assert not out.exists(), what
 
 
+def test_a_prompt_no_view_confirms_is_one_line_error(demo, tmp_path, capsys, monkeypatch):
+    """An undertrained model (CI's 150-iteration maryRose): no view agrees with the click's first mask. Said as
+    such, not as 'no Gaussian is visible' after an empty selection."""
+    from segmentation import association
+
+    data, sam, _ = demo
+    view = data.train_names[0]
+    x, y = _centre(data.masks_path / f"{view}.png")
+    monkeypatch.setattr(association, "VIEW_AGREEMENT", 2.0)   # an IoU never reaches it: no view is used
+    out = tmp_path / "never"
+    line = _cli_error(capsys, ["-m", str(data.model_path), "--out", str(out), "--no-progress", "--masks", str(sam),
+                               "--prompt", f"{view}:{x},{y}"])
+    assert "no view confirms the prompt's first mask" in line and "--prompt-box" in line, line
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # --everything and --pick
 # ---------------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from gaussian_renderer import PreparedGaussians, num_tiles
 from gaussian_renderer.cpu import bin_gaussians, project
 from gaussian_renderer.rasterization import rasterize, vote_labels_tensors, vote_tensors
 
-MODEL = Path(__file__).resolve().parents[1].parent / "models" / "maryRose"
 MARY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "maryRose"
 
 
@@ -243,23 +242,22 @@ def test_tile_mask_renders_the_masked_tiles_exactly() -> None:
         rasterize(*geo, bg, backend="reference", tile_mask=mask)
 
 
-def _mary_rose():  # -> (PreparedGaussians, list[Camera]) or skip
-    ply = MODEL / "point_cloud" / "iteration_2000" / "point_cloud.ply"
-    if not ply.is_file():
-        pytest.skip(f"{ply} not found")
+def _mary_rose(model_dir: Path):  # -> (GaussianModel, list[Camera]) of the newest iteration
     from scene.gaussian_model import GaussianModel
     from scene.model_folder import read_cameras_json
 
+    ply = max((model_dir / "point_cloud").glob("iteration_*/point_cloud.ply"),
+              key=lambda q: int(q.parent.name.split("_")[1]))
     model = GaussianModel()
     model.load_ply(ply)
-    return model, read_cameras_json(MODEL / "cameras.json")
+    return model, read_cameras_json(model_dir / "cameras.json")
 
 
 @pytest.mark.slow
-def test_real_scene_is_bit_identical(tmp_path: Path) -> None:
-    """The trained maryRose model (~47k Gaussians): renders with SH colours, gradients and votes of three views,
+def test_real_scene_is_bit_identical(tmp_path: Path, mary_rose_model: Path) -> None:
+    """A trained maryRose model (tests/conftest.py): renders with SH colours, gradients and votes of three views,
     one of them upscaled to 512 px with an off-centre crop of the principal point."""
-    model, cams = _mary_rose()
+    model, cams = _mary_rose(mary_rose_model)
     views = [cams[0], cams[33], cams[60].scaled(512, 512)]
     views[2].cx += 37.0
     g = prepare_gaussians(model)

@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -77,8 +76,13 @@ def _drive_page(sync_api, tmp_path: Path, model: Path, masks: Path, view: str, x
     out = tmp_path / "exported"
     cfg = ViewerConfig(model_path=str(model), masks=str(masks), out=str(out), backend="cpu")
     lines: list[str] = []
-    session = Session(cfg, log=lines.append)
-    app = ViewerApp(session, port=18080 + os.getpid() % 1000, log=lines.append)
+
+    def log(line: str) -> None:   # kept for the asserts, and printed as it comes (pytest shows it on failure)
+        lines.append(line)
+        print(f"[view] {line}", flush=True)
+
+    session = Session(cfg, log=log)
+    app = ViewerApp(session, port=18080 + os.getpid() % 1000, log=log)
     shot = tmp_path / f"view_browser_{scene}.png"
     steps: list[str] = []
     t0 = time.monotonic()
@@ -86,7 +90,18 @@ def _drive_page(sync_api, tmp_path: Path, model: Path, masks: Path, view: str, x
     def step(name: str) -> None:
         nonlocal t0
         steps.append(f"{name} {time.monotonic() - t0:.1f} s")
+        print(f"[page step] {steps[-1]}", flush=True)
         t0 = time.monotonic()
+
+    def run_button(name: str, done: str, timeout: float) -> None:
+        """Press a run button and wait for its job: fails at once with the page's error line, if any."""
+        n = len(lines)
+        page.get_by_role("button", name=name).click()
+        _wait(lambda: app.busy is not None or any(ln.startswith(("error:", done)) for ln in lines[n:])
+              or app.status_value.startswith(("error:", done)), 60, f"{name} to start")
+        _wait(lambda: app.busy is None, timeout, f"{name} to finish (status: {app.status_value!r})")
+        assert app.status_value.startswith(done), f"{name}: the page says {app.status_value!r}"
+        page.get_by_text(done).first.wait_for()
 
     try:
         with _page(sync_api, tmp_path / "profile") as page:
@@ -114,15 +129,16 @@ def _drive_page(sync_api, tmp_path: Path, model: Path, masks: Path, view: str, x
             _click_file_pixel(page, app, client, x, y)
             page.get_by_text(f"prompt: {view}: +({x},{y})").first.wait_for()
             step("click")
-            page.get_by_role("button", name="Segment").click()
-            page.get_by_text("done: selected").first.wait_for(timeout=run_timeout * 1000)
+            run_button("Segment", "done: selected", run_timeout)
             step("segment")
-            page.get_by_role("button", name="Export").click()
-            page.get_by_text("exported").first.wait_for()
+            run_button("Export", "exported", 180)
             step("export")
             time.sleep(1.0)  # let the software WebGL draw the extracted splats
             page.screenshot(path=str(shot))
             step("screenshot")
+    except BaseException as e:
+        raise AssertionError(f"{type(e).__name__}: {e}; page steps done: {', '.join(steps) or 'none'}; "
+                             f"status: {app.status_value!r}; last log lines: {lines[-5:]}") from e
     finally:
         app.stop()
         session.close()
@@ -157,25 +173,13 @@ def test_page_prompt_and_export_on_the_demo_scene(browser_tools, view_demo, segm
 
 
 @pytest.fixture(scope="module")
-def mary_rose(tmp_path_factory, sam_like):
-    """The maryRose scene with a trained model (GS_MARYROSE_MODEL, else ../models/maryRose, else a short
-    training run here, ~1 min on 2 idle cores) and a SAM-like proposal folder made from its GT masks."""
+def mary_rose(tmp_path_factory, sam_like, mary_rose_model):
+    """The maryRose scene's trained model (tests/conftest.py) and a SAM-like proposal folder made from its GT
+    masks."""
     source = DATA / "maryRose"
-    if not (source / "images").is_dir():
-        pytest.skip(f"{source}: maryRose data not found")
     root = tmp_path_factory.mktemp("mary_rose")
-    model = Path(os.environ.get("GS_MARYROSE_MODEL") or ROOT.parent / "models" / "maryRose")
-    if not (model / "point_cloud").is_dir():
-        import train
-
-        model = root / "model"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # a small model (half resolution, 150 iterations): the test compares the page with segment.py
-            assert train.main(["-s", str(source), "-m", str(model), "--eval", "--preset", "cpu", "-r", "2",
-                               "--iterations", "150", "--quiet"]) in (0, None)
     sam_like.make_folder(source / "images", source / "masks", root / "sam", seed=0)
-    return model, root / "sam"
+    return mary_rose_model, root / "sam"
 
 
 @pytest.mark.slow

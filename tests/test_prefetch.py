@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from utils.prefetch import prefetch
+from utils.prefetch import prefetch, prefetch_map
 
 
 def test_same_items_same_order():
@@ -59,3 +59,52 @@ def test_early_stop_closes_the_source():
     assert next(it) == 0
     it.close()
     assert closed == [True]
+
+
+# ----- prefetch_map: ordered, several items at once --------------------------------------------------------
+def test_map_same_results_same_order():
+    import time
+
+    def slow_square(i):  # later items finish first: the order must still be the items'
+        time.sleep(0.002 * (10 - i % 10))
+        return i * i
+
+    assert list(prefetch_map(slow_square, range(30), workers=3)) == [i * i for i in range(30)]
+    assert list(prefetch_map(slow_square, [], workers=2)) == []
+
+
+def test_map_runs_two_items_at_once():
+    both = threading.Barrier(2, timeout=5.0)   # broken (an error) unless two calls wait on it together
+
+    def fn(i):
+        if i < 2:
+            both.wait()
+        return i
+
+    assert list(prefetch_map(fn, range(4), workers=2)) == [0, 1, 2, 3]
+
+
+def test_map_error_raised_at_the_same_item():
+    def fn(i):
+        if i == 3:
+            raise ValueError("bad mask 3")
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="bad mask 3"):
+        for x in prefetch_map(fn, range(10), workers=2):
+            got.append(x)
+    assert got == [0, 1, 2]
+
+
+def test_map_early_stop_starts_no_more_calls():
+    called = []
+
+    def fn(i):
+        called.append(i)
+        return i
+
+    for x in prefetch_map(fn, range(100), workers=2):
+        if x == 1:
+            break
+    assert max(called) <= 1 + 2, called   # at most `workers` + 1 ahead of the consumer

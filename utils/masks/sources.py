@@ -462,10 +462,13 @@ class ProposalMasks(MaskSource):
 
     consistent = False
 
-    def items(self) -> Iterator[tuple[View, ViewProposals]]:
-        """Yield ``(camera, ViewProposals)`` one view at a time, in view order."""
-        for e in self._entries:
-            yield e.camera, self._load(e)
+    def items(self, workers: int = 2) -> Iterator[tuple[View, ViewProposals]]:
+        """Yield ``(camera, ViewProposals)`` one view at a time, in view order; the next views are loaded
+        (read, or superpixels computed) by ``workers`` threads while the caller votes this one."""
+        from utils.prefetch import prefetch_map
+
+        for e, vp in zip(self._entries, prefetch_map(self._load, self._entries, workers)):
+            yield e.camera, vp
 
     def __iter__(self) -> Iterator[tuple[View, ViewProposals]]:
         return self.items()

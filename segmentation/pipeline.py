@@ -281,9 +281,9 @@ def _segment(cfg: SegmentConfig, model_path: Path, iteration: int, out: Path, t_
 
 
 # The default completes from the photos' superpixels only up to this many masked views. Measured on maryRose
-# (benchmarks/seg_quality.py, held-out mIoU object-alone / in-scene): 1 mask 0.943 / 0.814 plain, 0.921 / 0.927
-# completed; 3 masks 0.939 / 0.929 vs 0.922 / 0.929; 5 masks 0.926 / 0.940 vs 0.913 / 0.918. SAM proposals
-# help or tie at every K (0.939 / 0.936 at K = 1, 3, 5), so --proposals always completes by default.
+# (report/REPORT.md, benchmarks/seg_quality.py, held-out mIoU object-alone / in-scene): 1 mask 0.944 / 0.819
+# plain, 0.920 / 0.929 completed; 3 masks 0.941 / 0.930 vs 0.923 / 0.932; 5 masks 0.926 / 0.942 vs 0.914 /
+# 0.919. SAM proposals give 0.937-0.939 / 0.938 at K = 1, 3, 5, so --proposals always completes by default.
 PHOTO_COMPLETION_MAX_MASKED = 1
 
 

@@ -15,14 +15,14 @@ from torch import Tensor
 
 from gaussian_renderer.rasterization import (BackendUnavailable, Contribution, PreparedGaussians, SparseVotes,
                                              available_backends, contribution_tensors, footprint_tiles_tensors,
-                                             num_tiles, prepare_gaussians, rasterize, resolve_backend,
+                                             num_tiles, prepare_gaussians, rasterize, rasterize_subsets, resolve_backend,
                                              tile_mask_pixels, vote_labels_tensors, vote_tensors)
 from utils.sh import eval_sh
 
-__all__ = ["render", "vote", "vote_labels", "contribution", "footprint_tiles", "rasterize", "vote_tensors",
-           "vote_labels_tensors", "contribution_tensors", "footprint_tiles_tensors", "prepare_gaussians",
-           "PreparedGaussians", "SparseVotes", "available_backends", "resolve_backend", "BackendUnavailable",
-           "sh_colors", "num_tiles", "tile_mask_pixels", "Contribution"]
+__all__ = ["render", "render_subsets", "vote", "vote_labels", "contribution", "footprint_tiles", "rasterize",
+           "rasterize_subsets", "vote_tensors", "vote_labels_tensors", "contribution_tensors",
+           "footprint_tiles_tensors", "prepare_gaussians", "PreparedGaussians", "SparseVotes", "available_backends",
+           "resolve_backend", "BackendUnavailable", "sh_colors", "num_tiles", "tile_mask_pixels", "Contribution"]
 
 
 def _near(camera: Any) -> float:
@@ -62,6 +62,18 @@ def render(camera: Any, gaussians: Any, background: Tensor, override_color: Opti
                      camera.K(means.device), camera.width, camera.height, background.to(means.device),
                      backend=backend, near=_near(camera), num_threads=num_threads, footprint=footprint,
                      tile_mask=tile_mask)
+
+
+def render_subsets(camera: Any, gaussians: Any, colors: Tensor, subsets: list[Optional[Tensor]], background: Tensor,
+                   backend: str = "auto", num_threads: int = 0) -> list[Tensor]:
+    """Images [C, H, W] of several subsets of one model from one camera, forward only; image i equals
+    ``render(camera, <the rows of subsets[i]>, background, override_color=colors[rows])["render"]`` bit for bit,
+    with the model projected and binned once (cpu). colors: [N, C]; subsets: [N] bool masks, None = all."""
+    means = gaussians.get_xyz
+    return rasterize_subsets(means, gaussians.get_rotation, gaussians.get_scaling, gaussians.get_opacity.reshape(-1),
+                             colors, camera.viewmat(means.device), camera.K(means.device), camera.width,
+                             camera.height, background.to(means.device), subsets, backend=backend,
+                             near=_near(camera), num_threads=num_threads)
 
 
 def vote(camera: Any, gaussians: Any, weights: Tensor, scaling_modifier: float = 1.0, backend: str = "auto",

@@ -171,6 +171,60 @@ def _rasterize_cpu(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tens
     }
 
 
+def rasterize_subsets(
+    means: Tensor,       # [N, 3]
+    quats: Tensor,       # [N, 4] wxyz
+    scales: Tensor,      # [N, 3] activated
+    opacities: Tensor,   # [N] activated
+    colors: Tensor,      # [N, C]
+    viewmat: Tensor,     # [4, 4]
+    K: Tensor,           # [3, 3]
+    width: int,
+    height: int,
+    background: Tensor,  # [C]
+    subsets: list[Optional[Tensor]],  # each [N] bool, or None for all N Gaussians
+    backend: str = "cpu",
+    near: float = 0.2,
+    num_threads: int = 0,
+) -> list[Tensor]:       # one [C, H, W] image per subset
+    """Images of several subsets of one set of Gaussians seen by one camera, forward only (no autograd).
+
+    Image i equals ``rasterize(<the rows of subsets[i]>, ...)["render"]`` bit for bit. The cpu backend projects
+    and bins all N once and filters each subset's per-tile lists out of the full ones: binning is per Gaussian
+    and the depth sort is stable with ties in index order, so a subset's own lists are exactly the full lists
+    without the other Gaussians. The per-Gaussian work (projection, footprints, the sort of all intersections)
+    is then done once per camera instead of once per subset (previews: whole scene, extracted, deleted).
+    Other backends render the subsets one by one."""
+    opacities = opacities.reshape(-1)
+    n = means.shape[0]
+    for m in subsets:
+        if m is not None and (m.dtype != torch.bool or tuple(m.shape) != (n,)):
+            raise ValueError(f"each subset must be a [N={n}] bool mask or None, got {m.dtype} {tuple(m.shape)}")
+    backend = resolve_backend(backend, means.device)
+    with torch.no_grad():
+        if backend != "cpu":
+            def one(m: Optional[Tensor]) -> Tensor:
+                if m is not None and not bool(m.any()):  # nothing to rasterize: the background
+                    return background.to(colors.dtype)[:, None, None].expand(-1, height, width).clone()
+                rows = (lambda t: t) if m is None else (lambda t: t[m])
+                return rasterize(rows(means), rows(quats), rows(scales), rows(opacities), rows(colors), viewmat, K,
+                                 width, height, background, backend=backend, near=near,
+                                 num_threads=num_threads)["render"]
+            return [one(m) for m in subsets]
+        from gaussian_renderer.cpu import bin_gaussians, composite_image, filter_bins, project
+
+        if means.device.type != "cpu":
+            raise ValueError(f"backend 'cpu' needs CPU tensors, got {means.device}")
+        proj = project(means.detach(), quats.detach(), scales.detach(), viewmat, K, width, height, near,
+                       num_threads, cull=True)
+        offsets, gids, _ = bin_gaussians(proj, opacities, width, height, num_threads)
+        out = []
+        for m in subsets:
+            off, ids = (offsets, gids) if m is None else filter_bins(offsets, gids, m)
+            out.append(composite_image(proj, opacities, colors, off, ids, width, height, background, num_threads))
+        return out
+
+
 def vote_tensors(
     means: Tensor,      # [N, 3]
     quats: Tensor,      # [N, 4] wxyz

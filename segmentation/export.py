@@ -109,31 +109,19 @@ class FrozenGaussians:
     """A model's activations computed once, for many renders that never change it (previews).
 
     ``gaussian_renderer.render`` reads ``get_scaling`` (exp), ``get_rotation`` (normalise) and ``get_opacity``
-    (sigmoid) on every call; a preview renders the same model ~30 times. ``rows`` keeps only those Gaussians
-    (the extracted / deleted scenes) without building a GaussianModel subset; such a subset holds no SH
-    coefficients (44 B per Gaussian instead of 236) and is rendered with the full scene's view colours
-    indexed by ``rows`` (:func:`render_panels`), the same values its own SH would give.
-    """
+    (sigmoid) on every call; a preview renders the same model ~30 times. The SH coefficients are views of the
+    model's own tensors (no copy)."""
 
-    def __init__(self, gaussians: Any, rows: Optional[np.ndarray] = None):  # rows: [N] bool or [M] int64
+    def __init__(self, gaussians: Any):
         import torch
 
         with torch.no_grad():
-            self.rows = None if rows is None else \
-                torch.as_tensor(np.flatnonzero(rows) if np.asarray(rows).dtype == bool else rows,
-                                device=gaussians.get_xyz.device)
-
-            def take(t: Any) -> Any:
-                t = t.detach()
-                return t if self.rows is None else t[self.rows]
-
-            self.get_xyz = take(gaussians.get_xyz)                      # [M, 3]
-            self.get_rotation = take(gaussians.get_rotation)            # [M, 4] unit
-            self.get_scaling = take(gaussians.get_scaling)              # [M, 3]
-            self.get_opacity = take(gaussians.get_opacity)              # [M, 1]
-            if self.rows is None:                                       # views of the model's own tensors
-                self.get_features_dc = gaussians.get_features_dc.detach()      # [N, 1, 3]
-                self.get_features_rest = gaussians.get_features_rest.detach()  # [N, K, 3]
+            self.get_xyz = gaussians.get_xyz.detach()                          # [N, 3]
+            self.get_rotation = gaussians.get_rotation.detach()                # [N, 4] unit
+            self.get_scaling = gaussians.get_scaling.detach()                  # [N, 3]
+            self.get_opacity = gaussians.get_opacity.detach()                  # [N, 1]
+            self.get_features_dc = gaussians.get_features_dc.detach()          # [N, 1, 3]
+            self.get_features_rest = gaussians.get_features_rest.detach()      # [N, K, 3]
         self.active_sh_degree = gaussians.active_sh_degree
 
     @property
@@ -148,12 +136,12 @@ class FrozenGaussians:
 
 @dataclass
 class PreviewContext:
-    """What every preview panel needs: the full scene (FrozenGaussians without rows) and the two scenes
-    written (FrozenGaussians with rows into it)."""
+    """What every preview panel needs: the full scene (FrozenGaussians) and the rows of the two scenes
+    written (extracted, deleted)."""
 
     gaussians: Any              # the full scene
-    extracted: Any              # rows with label >= 1
-    deleted: Any                # rows written to deleted.ply
+    extracted: Any              # Tensor [N] bool: rows with label >= 1
+    deleted: Any                # Tensor [N] bool: rows written to deleted.ply
     background: tuple[float, float, float]
     has_images: bool
     backend: str = "auto"
@@ -164,8 +152,11 @@ class PreviewContext:
            background: tuple[float, float, float], has_images: bool, backend: str = "auto",
            num_threads: int = 0) -> "PreviewContext":
         """extracted_rows, deleted_rows: [N] bool"""
-        return cls(FrozenGaussians(gaussians), FrozenGaussians(gaussians, extracted_rows),
-                   FrozenGaussians(gaussians, deleted_rows), background, has_images, backend, num_threads)
+        import torch
+
+        device = gaussians.get_xyz.device
+        rows = [torch.as_tensor(np.asarray(r, dtype=bool), device=device) for r in (extracted_rows, deleted_rows)]
+        return cls(FrozenGaussians(gaussians), rows[0], rows[1], background, has_images, backend, num_threads)
 
 
 @dataclass
@@ -179,23 +170,15 @@ class PreviewPanels:
 
 
 def render_panels(ctx: PreviewContext, camera: Any, max_side: int) -> PreviewPanels:
-    """Photo (or full render), extracted render and deleted render of ``camera`` at preview size; the view's
-    SH colours are evaluated once, for the full scene, and indexed for the two subsets."""
+    """Photo (or full render), extracted render and deleted render of ``camera`` at preview size: the view's
+    SH colours are evaluated once and the scene is projected and binned once for the two or three images
+    (gaussian_renderer.render_subsets; each equals a render of that scene alone)."""
     import torch
 
-    from gaussian_renderer import resolve_backend, sh_colors
+    from gaussian_renderer import render_subsets, resolve_backend, sh_colors
 
     cam = preview_camera(camera, max_side)
     full = ctx.gaussians
-    with torch.no_grad():
-        colors = sh_colors(cam, full, native=resolve_backend(ctx.backend, full.get_xyz.device) == "cpu",
-                           num_threads=ctx.num_threads)  # [N, 3]
-
-    def draw(model: Any) -> np.ndarray:
-        rows = getattr(model, "rows", None)
-        c = colors if rows is None else colors[rows]
-        return render_rgb(cam, model, ctx.background, ctx.backend, ctx.num_threads, colors=c)
-
     original = None
     title = "original"
     if ctx.has_images:
@@ -203,10 +186,17 @@ def render_panels(ctx: PreviewContext, camera: Any, max_side: int) -> PreviewPan
             original = (cam.load_image().permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
         except (UserError, OSError, ValueError):
             original = None
+    subsets = [ctx.extracted, ctx.deleted] + ([None] if original is None else [])
+    with torch.no_grad():
+        colors = sh_colors(cam, full, native=resolve_backend(ctx.backend, full.get_xyz.device) == "cpu",
+                           num_threads=ctx.num_threads)  # [N, 3]
+        bg = torch.tensor(list(ctx.background), dtype=torch.float32)
+        images = [to_uint8(img.permute(1, 2, 0).cpu().numpy())
+                  for img in render_subsets(cam, full, colors, subsets, bg, ctx.backend, ctx.num_threads)]
     if original is None:
-        original = draw(full)
+        original = images[2]
         title = "render"
-    return PreviewPanels(original, title, draw(ctx.extracted), draw(ctx.deleted))
+    return PreviewPanels(original, title, images[0], images[1])
 
 
 def shrink_panels(panels: PreviewPanels, camera: Any, max_side: int) -> PreviewPanels:

@@ -16,7 +16,7 @@ from torch import Tensor
 from gaussian_renderer import prepare_gaussians, render
 from gaussian_renderer import PreparedGaussians, num_tiles
 from gaussian_renderer.cpu import bin_gaussians, project
-from gaussian_renderer.rasterization import rasterize, vote_labels_tensors, vote_tensors
+from gaussian_renderer.rasterization import rasterize, rasterize_subsets, vote_labels_tensors, vote_tensors
 
 MARY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "maryRose"
 
@@ -240,6 +240,38 @@ def test_tile_mask_renders_the_masked_tiles_exactly() -> None:
     assert torch.equal(part["radii"], full["radii"])  # Inria's radii whatever the mask
     with pytest.raises(ValueError, match="tile_mask needs the cpu backend"):
         rasterize(*geo, bg, backend="reference", tile_mask=mask)
+
+
+def _subset_renders_match(scene: dict, subsets: list, bg: Tensor, dense_reference: bool) -> None:
+    """rasterize_subsets' images equal rasterize on each subset's own rows bit for bit (cpu), and optionally the
+    dense reference within float tolerance (the subsets' loop of the other backends; needles and near-plane
+    scenes flip 1/255 cut-offs between the polynomial and torch's exp, so they are compared bit-wise only)."""
+    geo = [scene[k] for k in ("means", "quats", "scales", "opacities", "colors")]
+    cam = [scene[k] for k in ("viewmat", "K", "width", "height")]
+    got = rasterize_subsets(*geo, *cam, bg, subsets)
+    for m, img in zip(subsets, got):
+        rows = [t if m is None else t[m] for t in geo]
+        own = rasterize(*rows, *cam, bg)["render"] if m is None or m.any() else \
+            bg[:, None, None].expand(-1, scene["height"], scene["width"])
+        assert bits_equal(img, own.contiguous())
+        if not dense_reference:
+            continue
+        dense = rasterize_subsets(*geo, *cam, bg, [m], backend="reference")[0]
+        assert torch.allclose(img, dense, atol=2e-4, rtol=0), float((img - dense).abs().max())
+
+
+@pytest.mark.parametrize("name", ["dense", "needles", "near_plane_and_border"])
+def test_subset_renders_equal_renders_of_the_subsets(name: str) -> None:
+    scene = random_scene(**SCENES[name])
+    n = scene["means"].shape[0]
+    rng = torch.Generator().manual_seed(3)
+    half = torch.rand(n, generator=rng) < 0.5
+    few = torch.rand(n, generator=rng) < 0.05
+    _subset_renders_match(scene, [None, half, ~half, few, torch.zeros(n, dtype=torch.bool)],
+                          torch.tensor([0.2, 0.4, 0.6]), dense_reference=name == "dense")
+    with pytest.raises(ValueError, match="bool mask"):
+        rasterize_subsets(*[scene[k] for k in ("means", "quats", "scales", "opacities", "colors", "viewmat", "K",
+                                                 "width", "height")], torch.zeros(3), [half[:-1]])
 
 
 def _mary_rose(model_dir: Path):  # -> (GaussianModel, list[Camera]) of the newest iteration

@@ -282,8 +282,8 @@ def _segment(cfg: SegmentConfig, model_path: Path, iteration: int, out: Path, t_
 
 # The default completes from the photos' superpixels only up to this many masked views. Measured on maryRose
 # (report/REPORT.md, benchmarks/seg_quality.py, held-out mIoU object-alone / in-scene): 1 mask 0.944 / 0.819
-# plain, 0.920 / 0.929 completed; 3 masks 0.941 / 0.930 vs 0.923 / 0.932; 5 masks 0.926 / 0.942 vs 0.914 /
-# 0.919. SAM proposals give 0.937-0.939 / 0.938 at K = 1, 3, 5, so --proposals always completes by default.
+# plain, 0.939 / 0.929 completed; 3 masks 0.941 / 0.930 vs 0.938 / 0.929; 5 masks 0.926 / 0.942 vs 0.924 /
+# 0.931. SAM proposals give 0.937-0.939 / 0.938 at K = 1, 3, 5, so --proposals always completes by default.
 PHOTO_COMPLETION_MAX_MASKED = 1
 
 
@@ -518,10 +518,11 @@ def _choose_seeds(cfg: SegmentConfig, gaussians: Any, inputs: Inputs, candidates
 
 
 def _association_summary(result: AssociationResult, inputs: Inputs) -> dict:
-    from segmentation.association import ATOM_MAJORITY, STOP_FRACTION
+    from segmentation.association import ATOM_MAJORITY, PARTITION_MAJORITY, STOP_FRACTION
 
+    majority = PARTITION_MAJORITY if inputs.proposals.fmt == "photo" else ATOM_MAJORITY
     return {
-        "rule": {"atom_majority": ATOM_MAJORITY, "view_agreement": VIEW_AGREEMENT, "stop_fraction": STOP_FRACTION},
+        "rule": {"atom_majority": majority, "view_agreement": VIEW_AGREEMENT, "stop_fraction": STOP_FRACTION},
         "proposals": inputs.proposals.fmt,
         "views_associated": result.used_views,
         "views_rejected": {n: round(d.agreement, 4) for n, d in result.decisions.items() if not d.used},

@@ -123,7 +123,8 @@ def test_atom_votes_equal_direct_votes_and_renders(demo):
 
 
 def test_decide_view_rule():
-    """Atoms covered >= 0.5 join, (0.1, 0.5) abstain, <= 0.1 vote outside; agreement is the soft IoU."""
+    """Atoms covered >= 0.5 (superpixels: 0.6) join, (0.1, that) abstain, <= 0.1 vote outside; agreement is the
+    soft IoU."""
     area = np.array([100, 100, 100, 100])
     # one Gaussian per atom, mass = area (fully opaque, fills its atom)
     av = AtomVotes("v", area, np.arange(4, dtype=np.int32), np.arange(4, dtype=np.int32),
@@ -137,6 +138,12 @@ def test_decide_view_rule():
     assert d.agreement == pytest.approx(100 / (100 + 135 - 100))
     votes = av.vote(d.atom_label, 4, 1)
     np.testing.assert_allclose(votes, [[0, 100], [0, 0], [5, 0], [0, 0]])  # the uncertain atom does not vote
+    # an atom 55 % covered joins a view of SAM masks (member given) but not a superpixel partition (member None)
+    av.mass = np.array([100, 55, 5, 0], np.float32)
+    assert list(decide_view(av, np.ones((4, 1))).atom_label) == [1, -1, 0, 0]
+    assert list(decide_view(av, np.ones((4, 1)), band=False).atom_label) == [1, 0, 0, 0]
+    av.member = np.eye(4, dtype=bool)
+    assert list(decide_view(av, np.ones((4, 1))).atom_label) == [1, 1, 0, 0]
 
 
 # ---------------------------------------------------------------------------------------------------------

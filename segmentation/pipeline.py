@@ -101,7 +101,8 @@ class SegmentConfig:
     out: str = options.out("output folder (default: MODEL/segmentation; demo: output/demo)", group=_OUT)
     previews: int = flag(4, "preview PNGs, one strip original | extracted | deleted | mask per view (default 4)",
                          group=_OUT)
-    gif_frames: int = flag(24, "frames of views.gif (default 24, 0: no GIF)", group=_OUT)
+    gif_frames: Optional[int] = flag(None, "frames of views.gif (default 24, and none with --previews 0; 0: no GIF)",
+                                     group=_OUT)
     preview_size: int = flag(480, "longest side of a preview panel in px (default 480)", group=_OUT)
     backend: Backend = options.backend(group=_RENDER)
     num_threads: int = options.num_threads(group=_RENDER)
@@ -142,7 +143,7 @@ def _check_config(cfg: SegmentConfig) -> None:
         raise UserError(f"--knn {cfg.knn}: must be >= 1")
     if cfg.split not in SPLITS:
         raise UserError(f"--split {cfg.split!r}: use one of {', '.join(SPLITS)}")
-    if cfg.previews < 0 or cfg.gif_frames < 0 or cfg.preview_size < 16:
+    if cfg.previews < 0 or (cfg.gif_frames or 0) < 0 or cfg.preview_size < 16:
         raise UserError("--previews and --gif-frames must be >= 0 and --preview-size >= 16")
 
 
@@ -585,20 +586,21 @@ def _write_previews(cfg: SegmentConfig, out: Path, gaussians, selection: Selecti
 
     Each view is rendered once (a view in both the PNGs and the GIF is shrunk for the GIF), from models
     whose activations are computed once (export.FrozenGaussians)."""
-    if cfg.previews == 0 and cfg.gif_frames == 0:
+    gif_frames = gif_frame_count(cfg)
+    if cfg.previews == 0 and gif_frames == 0:
         return []
     from tqdm import tqdm
 
     png_idx = evenly_spaced(len(used), cfg.previews)
     png_views = used.subset(png_idx)
     position = {c.image_name: i for i, c in enumerate(mask_set.cameras)}
-    gif_idx = _snap(evenly_spaced(len(mask_set), cfg.gif_frames),
+    gif_idx = _snap(evenly_spaced(len(mask_set), gif_frames),
                     [position[c.image_name] for c in png_views.cameras if c.image_name in position])
     gif_views = mask_set.subset(gif_idx)
     names = {c.image_name for c in png_views.cameras} | {c.image_name for c in gif_views.cameras}
     renders = 2 if views.has_images else 3
     log(f"previews {len(png_idx)} PNG strips, {len(gif_idx)} GIF frames: {len(names)} views x {renders} renders of "
-        f"{len(gaussians):,} Gaussians (--previews 0 --gif-frames 0 skips this)")
+        f"{len(gaussians):,} Gaussians (--previews 0 skips this)")
     bg = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
     ctx = export.PreviewContext.of(gaussians, selection.extracted_mask(), selection.deleted_mask(), bg,
                                    views.has_images, cfg.backend, cfg.num_threads)
@@ -609,6 +611,17 @@ def _write_previews(cfg: SegmentConfig, out: Path, gaussians, selection: Selecti
         written = _preview_files(cfg, out, ctx, png_views, gif_views, bar)
     bar.close()
     return written
+
+
+DEFAULT_GIF_FRAMES = 24
+
+
+def gif_frame_count(cfg: SegmentConfig) -> int:
+    """--gif-frames as given, else 24, or 0 with --previews 0 (which then skips every preview render: at 1 M+
+    Gaussians the GIF's 24 views cost as much as voting 15-20 views)."""
+    if cfg.gif_frames is not None:
+        return cfg.gif_frames
+    return 0 if cfg.previews == 0 else DEFAULT_GIF_FRAMES
 
 
 def _snap(frames: list[int], wanted: list[int]) -> list[int]:

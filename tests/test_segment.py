@@ -156,6 +156,25 @@ def test_previews_render_each_view_once(single, tmp_path, monkeypatch):
     assert iio.imread(res.out / "views.gif").shape[0] == 3
 
 
+@pytest.mark.slow
+def test_previews_0_skips_the_gif_unless_asked(single, tmp_path, monkeypatch):
+    """--previews 0 renders nothing (the GIF's 24 views cost as much as voting 15-20 at 1 M+ Gaussians); an
+    explicit --gif-frames still gets its GIF."""
+    from segmentation import export
+    from segmentation.pipeline import gif_frame_count
+
+    assert gif_frame_count(SegmentConfig(previews=0)) == 0 and gif_frame_count(SegmentConfig()) == 24
+    assert gif_frame_count(SegmentConfig(previews=0, gif_frames=5)) == 5
+    calls = []
+    real = export.render_panels
+    monkeypatch.setattr(export, "render_panels", lambda ctx, cam, side: calls.append(cam.image_name) or
+                        real(ctx, cam, side))
+    res = _run(single.model_path, single.masks_path, tmp_path / "none", previews=0, gif_frames=None)
+    assert calls == [] and not list(res.out.glob("*.gif")) and not list(res.out.glob("preview_*.png"))
+    res = _run(single.model_path, single.masks_path, tmp_path / "gif", previews=0, gif_frames=2)
+    assert len(calls) == 2 and (res.out / "views.gif").is_file() and not list(res.out.glob("preview_*.png"))
+
+
 def test_gif_frames_snap_to_the_png_views():
     from utils.previews import evenly_spaced
     from segmentation.pipeline import _snap

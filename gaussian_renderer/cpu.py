@@ -146,25 +146,18 @@ def bin_gaussians(
     return offsets, gids, radii
 
 
-def filter_bins(offsets: Tensor, gids: Tensor, member: Tensor) -> tuple[Tensor, Tensor]:
-    """The per-tile lists of a subset, cut out of the full lists (order kept): offsets [T+1] int64, gids [M]
-    int32 from bin_gaussians, member [N] bool -> (offsets [T+1] int64, gids [M'] int32, still indexing all N).
-    Equal to binning the subset alone (binning is per Gaussian, the depth sort stable with ties in index order)."""
-    keep = member[gids.long()]                                        # [M]
-    ends = torch.zeros(keep.numel() + 1, dtype=torch.int64)
-    torch.cumsum(keep, 0, out=ends[1:])
-    return ends[offsets].contiguous(), gids[keep].contiguous()
-
-
-def composite_image(proj: Projected, opacities: Tensor, colors: Tensor, offsets: Tensor, gids: Tensor, width: int,
-                    height: int, background: Tensor, num_threads: int = 0) -> Tensor:  # -> [C, H, W]
-    """Forward-only compositing of colours [N, C] over background [C]: rasterize's "render" without autograd,
-    the depth channel or the viewspace points (the same pixels: channels are composited independently)."""
+def composite_subsets(proj: Projected, opacities: Tensor, colors: Tensor, offsets: Tensor, gids: Tensor,
+                      members: Tensor, width: int, height: int, background: Tensor,
+                      num_threads: int = 0) -> Tensor:  # -> [S, C, H, W]
+    """Forward-only images of S subsets (members [S, N] bool) of one binned set over background [C]: image s is
+    rasterize's "render" of the rows of members[s] alone, bit for bit (the native op cuts each tile's list down to
+    the subset's Gaussians, order kept, which is what binning the subset alone gives; the channels are composited
+    independently, so the depth channel and viewspace points change nothing). The Gaussians are packed once."""
     with torch.no_grad():
         m2, conics, op = _screen(proj, opacities)
-        out, t_final, _ = _ops().forward(m2, conics, op, colors.detach().float().contiguous(), offsets, gids, width,
-                                         height, num_threads)
-        return out + t_final[None] * background.to(out.dtype)[:, None, None]
+        out, t_final = _ops().forward_subsets(m2, conics, op, colors.detach().float().contiguous(), offsets, gids,
+                                              members.to(torch.bool).contiguous(), width, height, num_threads)
+        return out + t_final[:, None] * background.to(out.dtype)[None, :, None, None]
 
 
 class _Composite(torch.autograd.Function):

@@ -190,9 +190,9 @@ def rasterize_subsets(
     """Images of several subsets of one set of Gaussians seen by one camera, forward only (no autograd).
 
     Image i equals ``rasterize(<the rows of subsets[i]>, ...)["render"]`` bit for bit. The cpu backend projects
-    and bins all N once and filters each subset's per-tile lists out of the full ones: binning is per Gaussian
-    and the depth sort is stable with ties in index order, so a subset's own lists are exactly the full lists
-    without the other Gaussians. The per-Gaussian work (projection, footprints, the sort of all intersections)
+    and bins all N once and cuts each subset's per-tile lists out of the full ones (one native call that packs
+    the Gaussians once): binning is per Gaussian and the depth sort is stable with ties in index order, so a
+    subset's own lists are exactly the full lists without the other Gaussians. The per-Gaussian work (projection, footprints, the sort of all intersections)
     is then done once per camera instead of once per subset (previews: whole scene, extracted, deleted).
     Other backends render the subsets one by one."""
     opacities = opacities.reshape(-1)
@@ -211,18 +211,17 @@ def rasterize_subsets(
                                  width, height, background, backend=backend, near=near,
                                  num_threads=num_threads)["render"]
             return [one(m) for m in subsets]
-        from gaussian_renderer.cpu import bin_gaussians, composite_image, filter_bins, project
+        from gaussian_renderer.cpu import bin_gaussians, composite_subsets, project
 
         if means.device.type != "cpu":
             raise ValueError(f"backend 'cpu' needs CPU tensors, got {means.device}")
         proj = project(means.detach(), quats.detach(), scales.detach(), viewmat, K, width, height, near,
                        num_threads, cull=True)
         offsets, gids, _ = bin_gaussians(proj, opacities, width, height, num_threads)
-        out = []
-        for m in subsets:
-            off, ids = (offsets, gids) if m is None else filter_bins(offsets, gids, m)
-            out.append(composite_image(proj, opacities, colors, off, ids, width, height, background, num_threads))
-        return out
+        members = torch.stack([torch.ones(n, dtype=torch.bool) if m is None else m.to("cpu") for m in subsets]) \
+            if subsets else torch.zeros((0, n), dtype=torch.bool)
+        return list(composite_subsets(proj, opacities, colors, offsets, gids, members, width, height, background,
+                                      num_threads).unbind(0))
 
 
 def vote_tensors(

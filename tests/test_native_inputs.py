@@ -28,7 +28,8 @@ def good() -> dict:
                 op=op, off=off, gids=gids, colors=colors, t_final=t_final, last=last,
                 d_out=torch.randn(3, H, W, generator=g), d_t=torch.zeros(H, W),
                 weights=torch.rand(H, W, 2, generator=g), labels=torch.randint(0, 3, (H, W), dtype=torch.int32),
-                dc=torch.rand(N, 1, 3, generator=g), rest=torch.rand(N, 15, 3, generator=g))
+                dc=torch.rand(N, 1, 3, generator=g), rest=torch.rand(N, 15, 3, generator=g),
+                members=torch.rand(2, N, generator=g) < 0.5)
 
 
 CALLS = {
@@ -41,6 +42,8 @@ CALLS = {
                                                torch.ones(N, 3), 1),
     "bin": lambda a: _ops().bin(a["m2"], a["con"], a["op"], a["rad"], a["dep"], W, H, True, None, 1),
     "forward": lambda a: _ops().forward(a["m2"], a["con"], a["op"], a["colors"], a["off"], a["gids"], W, H, 1),
+    "forward_subsets": lambda a: _ops().forward_subsets(a["m2"], a["con"], a["op"], a["colors"], a["off"], a["gids"],
+                                                        a["members"], W, H, 1),
     "backward": lambda a: _ops().backward(a["m2"], a["con"], a["op"], a["colors"], a["off"], a["gids"],
                                          a["t_final"], a["last"], a["d_out"], a["d_t"], 1),
     "vote": lambda a: _ops().vote(a["m2"], a["con"], a["op"], a["off"], a["gids"], a["weights"], 1),
@@ -62,6 +65,9 @@ BROKEN = [
     ("forward", "colors", lambda a: a["colors"].t(), "colors must have shape|contiguous"),
     ("forward", "gids", lambda a: a["gids"] + N, r"Gaussian id\(s\) outside \[0, N = 50\)"),
     ("forward", "off", lambda a: a["off"][:-1], "tile_offsets must have shape"),
+    ("forward_subsets", "members", lambda a: a["members"][:, :-1].contiguous(), r"members must have shape \[\*, 50\]"),
+    ("forward_subsets", "members", lambda a: a["members"].float(), "members must be Bool"),
+    ("forward_subsets", "gids", lambda a: a["gids"] + N, r"Gaussian id\(s\) outside \[0, N = 50\)"),
     ("backward", "last", lambda a: a["last"][:, :-1].contiguous(), r"last must have shape \[24, 40\]"),
     ("backward", "d_out", lambda a: torch.randn(5, H, W), "d_out has 5 channels, more than the 4"),
     ("vote", "op", lambda a: a["op"][:10], r"opacities must have shape \[50\]"),  # was an out-of-bounds read

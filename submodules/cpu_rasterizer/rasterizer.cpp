@@ -735,31 +735,11 @@ int64_t check_screen(const char* op, const Tensor& means2d, const Tensor& conics
   return n;
 }
 
-std::tuple<Tensor, Tensor, Tensor> rasterize_forward(const Tensor& means2d,    // [N, 2]
-                                                     const Tensor& conics,     // [N, 3]
-                                                     const Tensor& opacities,  // [N]
-                                                     const Tensor& colors,     // [N, C]
-                                                     const Tensor& offsets,    // [T + 1] int64 from bin
-                                                     const Tensor& gids,       // [M] int32 from bin
-                                                     int64_t width, int64_t height, int64_t num_threads) {
-  const int64_t n = check_screen("forward", means2d, conics, opacities);
-  check_arg(colors, "forward", "colors", at::kFloat, {n, -1});
-  const int64_t nc = colors.size(1);
-  const TileGrid grid = make_grid("forward", width, height);
-  const Bins bins = check_bins("forward", offsets, gids, grid, n, resolve_threads(num_threads));
-  const int nt = resolve_threads(num_threads);
-  std::vector<Packed> pk;
-  pack_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(), n, nt, pk);
-  const float* col = colors.data_ptr<float>();
-
-  Tensor out = at::empty({nc, height, width}, colors.options());
-  Tensor t_final = at::empty({height, width}, colors.options());
-  Tensor last = at::empty({height, width}, gids.options());
-  float* po = out.data_ptr<float>();
-  float* pt = t_final.data_ptr<float>();
-  int32_t* pl = last.data_ptr<int32_t>();
-  const int64_t hw = height * width;
-
+// The compositing of rasterize_forward over every tile: out [C, H, W] (no background), t_final [H, W], last
+// [H, W] (nullptr: not kept). Shared with forward_subsets, so a subset's image is this very loop over its lists.
+static void forward_tiles(const std::vector<Packed>& pk, const float* col, int64_t nc, const Bins& bins,
+                          const TileGrid& grid, int nt, float* po, float* pt, int32_t* pl) {
+  const int64_t hw = static_cast<int64_t>(grid.height) * grid.width;
 #pragma omp parallel num_threads(nt)
   {
     TileState st;
@@ -781,15 +761,90 @@ std::tuple<Tensor, Tensor, Tensor> rasterize_forward(const Tensor& means2d,    /
       const int tx0 = static_cast<int>(tile % grid.gx) * kTile, ty0 = static_cast<int>(tile / grid.gx) * kTile;
       const int tw = std::min(kTile, grid.width - tx0), th = std::min(kTile, grid.height - ty0);
       for (int y = 0; y < th; ++y) {
-        const int64_t row = static_cast<int64_t>(ty0 + y) * width + tx0;
+        const int64_t row = static_cast<int64_t>(ty0 + y) * grid.width + tx0;
         std::memcpy(pt + row, st.T + y * kTile, sizeof(float) * tw);
-        std::memcpy(pl + row, st.last + y * kTile, sizeof(int32_t) * tw);
+        if (pl != nullptr) std::memcpy(pl + row, st.last + y * kTile, sizeof(int32_t) * tw);
         for (int64_t ch = 0; ch < nc; ++ch)
           std::memcpy(po + ch * hw + row, acc + ch * kTilePix + y * kTile, sizeof(float) * tw);
       }
     }
   }
+}
+
+std::tuple<Tensor, Tensor, Tensor> rasterize_forward(const Tensor& means2d,    // [N, 2]
+                                                     const Tensor& conics,     // [N, 3]
+                                                     const Tensor& opacities,  // [N]
+                                                     const Tensor& colors,     // [N, C]
+                                                     const Tensor& offsets,    // [T + 1] int64 from bin
+                                                     const Tensor& gids,       // [M] int32 from bin
+                                                     int64_t width, int64_t height, int64_t num_threads) {
+  const int64_t n = check_screen("forward", means2d, conics, opacities);
+  check_arg(colors, "forward", "colors", at::kFloat, {n, -1});
+  const int64_t nc = colors.size(1);
+  const TileGrid grid = make_grid("forward", width, height);
+  const Bins bins = check_bins("forward", offsets, gids, grid, n, resolve_threads(num_threads));
+  const int nt = resolve_threads(num_threads);
+  std::vector<Packed> pk;
+  pack_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(), n, nt, pk);
+
+  Tensor out = at::empty({nc, height, width}, colors.options());
+  Tensor t_final = at::empty({height, width}, colors.options());
+  Tensor last = at::empty({height, width}, gids.options());
+  forward_tiles(pk, colors.data_ptr<float>(), nc, bins, grid, nt, out.data_ptr<float>(), t_final.data_ptr<float>(),
+                last.data_ptr<int32_t>());
   return {out, t_final, last};
+}
+
+// Forward images of S subsets of one binned set of Gaussians: out [S, C, H, W] (no background), t_final [S, H, W].
+// Subset s composites each tile's list without the Gaussians outside members[s] (order kept), which is what
+// binning that subset alone gives (binning is per Gaussian, the depth sort stable with ties in index order), so
+// image s equals forward() of the subset alone bit for bit. The inputs are checked and the Gaussians packed once
+// for all S (previews: the full scene, the extracted and the deleted one from one projection and one binning).
+std::tuple<Tensor, Tensor> rasterize_forward_subsets(const Tensor& means2d,    // [N, 2]
+                                                     const Tensor& conics,     // [N, 3]
+                                                     const Tensor& opacities,  // [N]
+                                                     const Tensor& colors,     // [N, C]
+                                                     const Tensor& offsets,    // [T + 1] int64 from bin
+                                                     const Tensor& gids,       // [M] int32 from bin
+                                                     const Tensor& members,    // [S, N] bool
+                                                     int64_t width, int64_t height, int64_t num_threads) {
+  const int64_t n = check_screen("forward_subsets", means2d, conics, opacities);
+  check_arg(colors, "forward_subsets", "colors", at::kFloat, {n, -1});
+  check_arg(members, "forward_subsets", "members", at::kBool, {-1, n});
+  const int64_t nc = colors.size(1), ns = members.size(0);
+  const TileGrid grid = make_grid("forward_subsets", width, height);
+  const int nt = resolve_threads(num_threads);
+  const Bins bins = check_bins("forward_subsets", offsets, gids, grid, n, nt);
+  std::vector<Packed> pk;
+  pack_gaussians(means2d.data_ptr<float>(), conics.data_ptr<float>(), opacities.data_ptr<float>(), n, nt, pk);
+
+  Tensor out = at::empty({ns, nc, height, width}, colors.options());
+  Tensor t_final = at::empty({ns, height, width}, colors.options());
+  const int64_t tiles = grid.count(), hw = height * width;
+  std::vector<int64_t> off(static_cast<size_t>(tiles + 1));
+  std::vector<int32_t> ids(static_cast<size_t>(bins.total));
+  for (int64_t s = 0; s < ns; ++s) {
+    const bool* mem = members.data_ptr<bool>() + s * n;
+    // Per-tile counts, then each tile's members copied in list order (tiles in parallel).
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      int64_t c = 0;
+      for (int64_t k = bins.off[t]; k < bins.off[t + 1]; ++k) c += mem[bins.gid[k]] ? 1 : 0;
+      off[static_cast<size_t>(t + 1)] = c;
+    }
+    off[0] = 0;
+    for (int64_t t = 0; t < tiles; ++t) off[static_cast<size_t>(t + 1)] += off[static_cast<size_t>(t)];
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      int64_t w = off[static_cast<size_t>(t)];
+      for (int64_t k = bins.off[t]; k < bins.off[t + 1]; ++k)
+        if (mem[bins.gid[k]]) ids[static_cast<size_t>(w++)] = bins.gid[k];
+    }
+    const Bins sub{off.data(), ids.data(), off[static_cast<size_t>(tiles)]};
+    forward_tiles(pk, colors.data_ptr<float>(), nc, sub, grid, nt, out.data_ptr<float>() + s * nc * hw,
+                  t_final.data_ptr<float>() + s * hw, nullptr);
+  }
+  return {out, t_final};
 }
 
 // Back-to-front state of one tile: T recovered so far, S = sum behind of (g . c) alpha T, K = T_final dL/dT_final,
@@ -1350,6 +1405,9 @@ TORCH_LIBRARY(gs_cpu_rasterizer, m) {
   m.def("forward(Tensor means2d, Tensor conics, Tensor opacities, Tensor colors, Tensor tile_offsets,"
         " Tensor isect_gids, int width, int height, int num_threads) -> (Tensor, Tensor, Tensor)",
         &rasterize_forward);
+  m.def("forward_subsets(Tensor means2d, Tensor conics, Tensor opacities, Tensor colors, Tensor tile_offsets,"
+        " Tensor isect_gids, Tensor members, int width, int height, int num_threads) -> (Tensor, Tensor)",
+        &rasterize_forward_subsets);
   m.def("backward(Tensor means2d, Tensor conics, Tensor opacities, Tensor colors, Tensor tile_offsets,"
         " Tensor isect_gids, Tensor t_final, Tensor last, Tensor d_out, Tensor d_t_final, int num_threads)"
         " -> (Tensor, Tensor, Tensor, Tensor)",
